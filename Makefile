@@ -1,0 +1,46 @@
+# Two commands matter on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.install-stamp
+USER ?= demo
+
+.PHONY: install run test lint format token bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements-dev.lock pyproject.toml
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	@test -x $(BIN)/python || uv venv --quiet --python $(PYTHON) $(VENV)
+	uv pip sync --quiet --python $(BIN)/python --require-hashes requirements-dev.lock
+	uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	@touch $(STAMP)
+
+run: install
+	$(BIN)/python -m app
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check app tests
+	$(BIN)/ruff format --check app tests
+	$(BIN)/mypy --strict app
+
+format: install
+	$(BIN)/ruff format app tests
+	$(BIN)/ruff check --fix app tests
+
+token: install
+	@$(BIN)/python -m app.auth.token "$(USER)"
+
+bench: install
+	$(BIN)/python -m tests.bench.turn_overhead
+
+lock:
+	uv pip compile pyproject.toml --generate-hashes --python-version 3.11 -q -o requirements.lock
+	uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 -q -o requirements-dev.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""ChatKit agent server: an authenticated ChatKit backend with a TODO task agent."""

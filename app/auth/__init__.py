@@ -1,0 +1,1 @@
+"""Bearer token -> verified Principal (JWKS cache, shared-secret mode)."""

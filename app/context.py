@@ -1,0 +1,14 @@
+"""The per-request context handed to the ChatKit server and the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """Who is calling: the verified user id, their raw bearer token, and a request id."""
+
+    user_id: str
+    token: str = field(repr=False)
+    request_id: str

@@ -1,0 +1,125 @@
+"""The application's error family, rendered in one place as `{type, message, status_code}`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class AppError(Exception):
+    """Base of every error that reaches a client; carries its HTTP status and a stable type."""
+
+    status_code = 500
+    type = "internal_error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class BadRequestError(AppError):
+    status_code = 400
+    type = "bad_request"
+
+
+class AuthenticationError(AppError):
+    status_code = 401
+    type = "invalid_token"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+class ForbiddenError(AppError):
+    status_code = 403
+    type = "forbidden"
+
+
+class NotFoundError(AppError):
+    status_code = 404
+    type = "not_found"
+
+
+class ConflictError(AppError):
+    status_code = 409
+    type = "conflict"
+
+
+class PayloadTooLargeError(AppError):
+    status_code = 413
+    type = "payload_too_large"
+
+
+class RateLimitedError(AppError):
+    status_code = 429
+    type = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after))})
+
+
+class FeatureDisabledError(AppError):
+    status_code = 501
+    type = "not_enabled"
+
+
+class ServiceUnavailableError(AppError):
+    status_code = 503
+    type = "service_unavailable"
+
+
+def error_body(*, type: str, message: str, status_code: int) -> dict[str, Any]:
+    return {"type": type, "message": message, "status_code": status_code}
+
+
+def error_response(error: AppError) -> JSONResponse:
+    return JSONResponse(
+        error_body(type=error.type, message=error.message, status_code=error.status_code),
+        status_code=error.status_code,
+        headers=error.headers,
+    )
+
+
+_HTTP_TYPES = {
+    400: "bad_request",
+    401: "invalid_token",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "bad_request",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render AppError, framework HTTP errors and validation errors in the one JSON shape."""
+
+    async def on_app_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, AppError)
+        return error_response(exc)
+
+    async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        status = exc.status_code
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        return JSONResponse(
+            error_body(type=_HTTP_TYPES.get(status, "error"), message=message, status_code=status),
+            status_code=status,
+            headers=dict(exc.headers or {}),
+        )
+
+    async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(
+            error_body(type="bad_request", message="invalid request", status_code=400),
+            status_code=400,
+        )
+
+    app.add_exception_handler(AppError, on_app_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -1,0 +1,137 @@
+"""Settings, read once from the environment and `.env`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ALLOWED_JWKS_ALGORITHMS = ("EdDSA", "ES256", "ES512", "RS256", "PS256")
+MIN_SECRET_BYTES = 32
+
+
+class SettingsError(Exception):
+    """A setting is invalid; the message names it."""
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting of the server; environment variables are the upper-case field names."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    database_url: str = "sqlite+aiosqlite:///.data/chat.db"
+    auto_migrate: bool = True
+    data_dir: Path = Path(".data")
+
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o-mini"
+    openai_api: Literal["responses", "chat_completions"] = "responses"
+    openai_timeout: float = Field(default=60.0, gt=0)
+    openai_max_retries: int = Field(default=2, ge=0, le=10)
+    agents_tracing: bool = False
+
+    mcp_server_url: str | None = None
+    mcp_timeout: float = Field(default=10.0, gt=0)
+
+    auth_jwks_url: str | None = None
+    auth_issuer: str | None = None
+    auth_audience: str | None = None
+    auth_algorithms: Annotated[list[str], NoDecode] = ["EdDSA"]
+    auth_jwt_secret: SecretStr | None = None
+    auth_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    auth_jwks_cache_seconds: int = Field(default=300, ge=1)
+    auth_jwks_stale_seconds: int = Field(default=3600, ge=0)
+
+    cors_origins: Annotated[list[str], NoDecode] = []
+    host: str = "127.0.0.1"
+    port: int = Field(default=8001, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_json: bool = False
+    history_limit: int = Field(default=20, ge=1, le=1000)
+
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_message_chars: int = Field(default=32_000, ge=1)
+
+    @field_validator("auth_algorithms", "cors_origins", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("openai_api_key", "openai_base_url", "mcp_server_url", "auth_jwks_url",
+                     "auth_issuer", "auth_audience", "auth_jwt_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("auth_algorithms")
+    @classmethod
+    def _known_algorithms(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one algorithm is required")
+        unknown = [alg for alg in value if alg not in ALLOWED_JWKS_ALGORITHMS]
+        if unknown:
+            allowed = ", ".join(ALLOWED_JWKS_ALGORITHMS)
+            raise ValueError(f"unsupported {', '.join(unknown)}; allowed: {allowed}")
+        return value
+
+    @field_validator("auth_jwt_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        if value.startswith(("postgres://", "postgresql://")):
+            scheme, rest = value.split("://", 1)
+            return f"postgresql+asyncpg://{rest}"
+        if not value.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+            raise ValueError("use postgresql+asyncpg://... or sqlite+aiosqlite:///path")
+        return value
+
+    @model_validator(mode="after")
+    def _exclusive_auth_modes(self) -> Settings:
+        if self.auth_jwks_url and self.auth_jwt_secret:
+            raise ValueError(
+                "AUTH_JWKS_URL and AUTH_JWT_SECRET are exclusive: configure one auth mode"
+            )
+        return self
+
+    @property
+    def model_provider(self) -> Literal["openai", "offline"]:
+        """`openai` when any OpenAI setting is given, else the offline demo model."""
+        return "openai" if (self.openai_api_key or self.openai_base_url) else "offline"
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith("postgresql")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings, turning validation errors into one message that names each setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]).upper() or "settings"
+            problems.append(f"{name}: {error['msg']}")
+        raise SettingsError("Invalid settings: " + "; ".join(problems)) from None

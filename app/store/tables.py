@@ -1,0 +1,120 @@
+"""SQLModel tables. Item and thread JSON (as text, so NUL survives on Postgres) is the source of truth."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlmodel import Field, SQLModel
+
+metadata = SQLModel.metadata
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; Postgres gets a BIGINT.
+SeqType = BigInteger().with_variant(Integer(), "sqlite")
+ID_LENGTH = 64
+USER_ID_LENGTH = 255
+
+
+class ThreadRow(SQLModel, table=True):
+    """One ChatKit thread; `data` is its ThreadMetadata JSON (never its items)."""
+
+    __tablename__ = "chat_threads"
+    __table_args__ = (Index("ix_chat_threads_user_order", "user_id", "created_at", "seq"),)
+
+    seq: int | None = Field(
+        default=None, sa_column=Column(SeqType, primary_key=True, autoincrement=True)
+    )
+    id: str = Field(sa_column=Column(String(ID_LENGTH), unique=True, nullable=False))
+    user_id: str = Field(sa_column=Column(String(USER_ID_LENGTH), nullable=False))
+    created_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))
+    data: str = Field(sa_column=Column(Text(), nullable=False))
+
+
+class ItemRow(SQLModel, table=True):
+    """One thread item; `data` is the ThreadItem JSON as the SDK produced it."""
+
+    __tablename__ = "chat_items"
+    __table_args__ = (
+        UniqueConstraint("thread_id", "id", name="uq_chat_items_thread_id_id"),
+        Index("ix_chat_items_thread_order", "thread_id", "created_at", "seq"),
+        Index("ix_chat_items_user", "user_id"),
+    )
+
+    seq: int | None = Field(
+        default=None, sa_column=Column(SeqType, primary_key=True, autoincrement=True)
+    )
+    id: str = Field(sa_column=Column(String(ID_LENGTH), nullable=False))
+    thread_id: str = Field(
+        sa_column=Column(
+            String(ID_LENGTH),
+            ForeignKey("chat_threads.id", ondelete="CASCADE"),
+            nullable=False,
+        )
+    )
+    user_id: str = Field(sa_column=Column(String(USER_ID_LENGTH), nullable=False))
+    type: str = Field(sa_column=Column(String(40), nullable=False))
+    created_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))
+    data: str = Field(sa_column=Column(Text(), nullable=False))
+
+
+class AttachmentRow(SQLModel, table=True):
+    """Attachment metadata; `data` is the Attachment JSON."""
+
+    __tablename__ = "chat_attachments"
+    __table_args__ = (Index("ix_chat_attachments_user", "user_id"),)
+
+    id: str = Field(sa_column=Column(String(ID_LENGTH), primary_key=True))
+    user_id: str = Field(sa_column=Column(String(USER_ID_LENGTH), nullable=False))
+    thread_id: str | None = Field(default=None, sa_column=Column(String(ID_LENGTH)))
+    created_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))
+    data: str = Field(sa_column=Column(Text(), nullable=False))
+
+
+class FeedbackRow(SQLModel, table=True):
+    """A user's vote on one item; a second vote replaces the first."""
+
+    __tablename__ = "chat_feedback"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["thread_id", "item_id"],
+            ["chat_items.thread_id", "chat_items.id"],
+            ondelete="CASCADE",
+            name="fk_chat_feedback_item",
+        ),
+    )
+
+    user_id: str = Field(sa_column=Column(String(USER_ID_LENGTH), primary_key=True))
+    thread_id: str = Field(sa_column=Column(String(ID_LENGTH), primary_key=True))
+    item_id: str = Field(sa_column=Column(String(ID_LENGTH), primary_key=True))
+    kind: str = Field(sa_column=Column(String(16), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))
+
+
+class TaskRow(SQLModel, table=True):
+    """A TODO task of the embedded MCP server, owned by one user."""
+
+    __tablename__ = "todo_tasks"
+    __table_args__ = (Index("ix_todo_tasks_user", "user_id", "id"),)
+
+    id: int | None = Field(
+        default=None, sa_column=Column(SeqType, primary_key=True, autoincrement=True)
+    )
+    user_id: str = Field(sa_column=Column(String(USER_ID_LENGTH), nullable=False))
+    title: str = Field(sa_column=Column(String(500), nullable=False))
+    description: str = Field(default="", sa_column=Column(Text(), nullable=False))
+    completed: bool = Field(default=False, sa_column=Column(Boolean(), nullable=False))
+    created_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))

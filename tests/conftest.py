@@ -1,0 +1,81 @@
+"""Session fixtures: a real Postgres (throwaway cluster or TEST_DATABASE_URL), migrated by alembic."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.store.database import create_engine, migrate
+from tests.pg_cluster import PostgresCluster, start_cluster
+
+TEST_DATABASE = "chatkit_test"
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster | None]:
+    """The session's own cluster, or None when TEST_DATABASE_URL points at an existing one."""
+    if os.environ.get("TEST_DATABASE_URL"):
+        yield None
+        return
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+def _plain_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+@pytest.fixture(scope="session")
+async def postgres_url(pg_cluster: PostgresCluster | None) -> str:
+    """URL of a freshly migrated Postgres database (`alembic upgrade head`)."""
+    if pg_cluster is None:
+        url = os.environ["TEST_DATABASE_URL"]
+        if url.startswith(("postgres://", "postgresql://")):
+            url = "postgresql+asyncpg://" + url.split("://", 1)[1]
+    else:
+        admin = await asyncpg.connect(_plain_dsn(pg_cluster.url("postgres")))
+        try:
+            await admin.execute(f'CREATE DATABASE "{TEST_DATABASE}"')
+        finally:
+            await admin.close()
+        url = pg_cluster.url(TEST_DATABASE)
+    engine = create_engine(url)
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="session")
+async def pg_engine(postgres_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(postgres_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def sqlite_url(tmp_path: Path) -> str:
+    """URL of a migrated SQLite file of this test's own."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}"
+    engine = create_engine(url)
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()
+    return url
+
+
+@pytest.fixture
+def new_user_id() -> str:
+    """A user id no other test uses: tests share one database and stay apart by user."""
+    return f"user-{uuid.uuid4().hex}"
