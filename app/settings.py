@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     auth_algorithms: Annotated[list[str], NoDecode] = ["EdDSA"]
     auth_jwt_secret: SecretStr | None = None
     auth_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    auth_max_token_lifetime_seconds: int = Field(default=86_400, ge=60)
     auth_jwks_cache_seconds: int = Field(default=300, ge=1)
     auth_jwks_stale_seconds: int = Field(default=3600, ge=0)
 
