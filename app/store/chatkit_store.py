@@ -1,0 +1,415 @@
+"""The ChatKit Store on SQL: every query scoped to the caller's user id."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from chatkit.store import AttachmentStore, NotFoundError, Store, StoreItemType
+from chatkit.types import (
+    Attachment,
+    AttachmentCreateParams,
+    FeedbackKind,
+    Page,
+    ThreadItem,
+    ThreadMetadata,
+)
+from pydantic import TypeAdapter
+from sqlalchemy import ColumnElement, Table, and_, delete, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.context import RequestContext
+from app.errors import FeatureDisabledError
+from app.store.tables import AttachmentRow, FeedbackRow, ItemRow, ThreadRow
+
+MAX_PAGE_SIZE = 100
+
+_ID_PREFIXES: dict[StoreItemType, str] = {
+    "thread": "thr",
+    "message": "msg",
+    "tool_call": "tc",
+    "task": "tsk",
+    "workflow": "wf",
+    "attachment": "atc",
+    "sdk_hidden_context": "shcx",
+}
+
+_threads: Table = ThreadRow.__table__  # type: ignore[attr-defined]
+_items: Table = ItemRow.__table__  # type: ignore[attr-defined]
+_attachments: Table = AttachmentRow.__table__  # type: ignore[attr-defined]
+_feedback: Table = FeedbackRow.__table__  # type: ignore[attr-defined]
+
+_item_adapter: TypeAdapter[ThreadItem] = TypeAdapter(ThreadItem)
+_attachment_adapter: TypeAdapter[Attachment] = TypeAdapter(Attachment)
+
+
+def new_id(prefix: str) -> str:
+    """A 128-bit random id: collisions are not a practical concern at any table size."""
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+DEFAULT_PAGE_SIZE = 20
+
+
+def clamp_limit(limit: int | None) -> int:
+    """Keep a client's page size within 1..MAX_PAGE_SIZE."""
+    if limit is None:
+        return DEFAULT_PAGE_SIZE
+    return max(1, min(limit, MAX_PAGE_SIZE))
+
+
+def _column_time(value: datetime) -> datetime:
+    """Order by naive UTC; the SDK makes naive local datetimes and must get them back as given."""
+    if value.tzinfo is not None:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _thread_json(thread: ThreadMetadata) -> str:
+    # A `Thread` may arrive carrying its items: only the metadata fields are stored.
+    fields = {name: getattr(thread, name) for name in ThreadMetadata.model_fields}
+    return ThreadMetadata(**fields).model_dump_json()
+
+
+def _after_clause(
+    table: Table, created_at: datetime, seq: int, order: str
+) -> ColumnElement[bool]:
+    if order == "desc":
+        return or_(
+            table.c.created_at < created_at,
+            and_(table.c.created_at == created_at, table.c.seq < seq),
+        )
+    return or_(
+        table.c.created_at > created_at,
+        and_(table.c.created_at == created_at, table.c.seq > seq),
+    )
+
+
+def _order_by(table: Table, order: str) -> list[Any]:
+    if order == "desc":
+        return [table.c.created_at.desc(), table.c.seq.desc()]
+    return [table.c.created_at.asc(), table.c.seq.asc()]
+
+
+def _page(rows: Sequence[Any], limit: int) -> tuple[list[Any], bool]:
+    return list(rows[:limit]), len(rows) > limit
+
+
+class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
+    """ChatKit Store on Postgres or SQLite; a short transaction per method."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+        self._insert = dialect.insert
+
+    # ids ---------------------------------------------------------------------------------
+    def generate_thread_id(self, context: RequestContext) -> str:
+        return new_id("thr")
+
+    def generate_item_id(
+        self, item_type: StoreItemType, thread: ThreadMetadata, context: RequestContext
+    ) -> str:
+        return new_id(_ID_PREFIXES.get(item_type, "itm"))
+
+    def generate_attachment_id(self, mime_type: str, context: RequestContext) -> str:
+        return new_id("atc")
+
+    # threads -----------------------------------------------------------------------------
+    async def load_thread(self, thread_id: str, context: RequestContext) -> ThreadMetadata:
+        async with self._engine.connect() as conn:
+            data = await conn.scalar(
+                select(_threads.c.data).where(
+                    _threads.c.id == thread_id, _threads.c.user_id == context.user_id
+                )
+            )
+        if data is None:
+            raise NotFoundError(f"Thread {thread_id} not found")
+        return ThreadMetadata.model_validate_json(data)
+
+    async def save_thread(self, thread: ThreadMetadata, context: RequestContext) -> None:
+        now = _utcnow()
+        statement = self._insert(_threads).values(
+            id=thread.id,
+            user_id=context.user_id,
+            created_at=_column_time(thread.created_at),
+            updated_at=now,
+            data=_thread_json(thread),
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=[_threads.c.id],
+            set_={"data": statement.excluded.data, "updated_at": now},
+            where=_threads.c.user_id == statement.excluded.user_id,
+        )
+        async with self._engine.begin() as conn:
+            result = await conn.execute(statement)
+        if result.rowcount == 0:  # the id belongs to another user
+            raise NotFoundError(f"Thread {thread.id} not found")
+
+    async def load_threads(
+        self, limit: int, after: str | None, order: str, context: RequestContext
+    ) -> Page[ThreadMetadata]:
+        limit = clamp_limit(limit)
+        query = select(_threads.c.id, _threads.c.data).where(
+            _threads.c.user_id == context.user_id
+        )
+        async with self._engine.connect() as conn:
+            if after:
+                cursor = (
+                    await conn.execute(
+                        select(_threads.c.created_at, _threads.c.seq).where(
+                            _threads.c.id == after, _threads.c.user_id == context.user_id
+                        )
+                    )
+                ).first()
+                if cursor is None:
+                    raise NotFoundError(f"Thread {after} not found")
+                query = query.where(_after_clause(_threads, cursor[0], cursor[1], order))
+            rows = (
+                await conn.execute(query.order_by(*_order_by(_threads, order)).limit(limit + 1))
+            ).all()
+        kept, has_more = _page(rows, limit)
+        return Page(
+            data=[ThreadMetadata.model_validate_json(row.data) for row in kept],
+            has_more=has_more,
+            after=kept[-1].id if has_more and kept else None,
+        )
+
+    async def delete_thread(self, thread_id: str, context: RequestContext) -> None:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                delete(_threads).where(
+                    _threads.c.id == thread_id, _threads.c.user_id == context.user_id
+                )
+            )
+            if result.rowcount == 0:
+                raise NotFoundError(f"Thread {thread_id} not found")
+            # Items go by the foreign key's cascade; this also covers a database without it.
+            await conn.execute(
+                delete(_items).where(
+                    _items.c.thread_id == thread_id, _items.c.user_id == context.user_id
+                )
+            )
+            await conn.execute(
+                delete(_attachments).where(
+                    _attachments.c.thread_id == thread_id,
+                    _attachments.c.user_id == context.user_id,
+                )
+            )
+
+    # items -------------------------------------------------------------------------------
+    async def load_thread_items(
+        self,
+        thread_id: str,
+        after: str | None,
+        limit: int,
+        order: str,
+        context: RequestContext,
+    ) -> Page[ThreadItem]:
+        limit = clamp_limit(limit)
+        owned = and_(_items.c.thread_id == thread_id, _items.c.user_id == context.user_id)
+        query = select(_items.c.id, _items.c.data).where(owned)
+        async with self._engine.connect() as conn:
+            if after:
+                cursor = (
+                    await conn.execute(
+                        select(_items.c.created_at, _items.c.seq).where(owned, _items.c.id == after)
+                    )
+                ).first()
+                if cursor is None:
+                    raise NotFoundError(f"Item {after} not found")
+                query = query.where(_after_clause(_items, cursor[0], cursor[1], order))
+            rows = (
+                await conn.execute(query.order_by(*_order_by(_items, order)).limit(limit + 1))
+            ).all()
+        kept, has_more = _page(rows, limit)
+        return Page(
+            data=[_item_adapter.validate_json(row.data) for row in kept],
+            has_more=has_more,
+            after=kept[-1].id if has_more and kept else None,
+        )
+
+    async def add_thread_item(
+        self, thread_id: str, item: ThreadItem, context: RequestContext
+    ) -> None:
+        await self._upsert_item(thread_id, item, context)
+
+    async def save_item(self, thread_id: str, item: ThreadItem, context: RequestContext) -> None:
+        await self._upsert_item(thread_id, item, context)
+
+    async def _upsert_item(
+        self, thread_id: str, item: ThreadItem, context: RequestContext
+    ) -> None:
+        statement = self._insert(_items).values(
+            id=item.id,
+            thread_id=thread_id,
+            user_id=context.user_id,
+            type=item.type,
+            created_at=_column_time(item.created_at),
+            data=item.model_dump_json(),
+        )
+        # Same id again (client tool output, workflows, retries): replace the JSON, keep its place.
+        statement = statement.on_conflict_do_update(
+            index_elements=[_items.c.thread_id, _items.c.id],
+            set_={"data": statement.excluded.data, "type": statement.excluded.type},
+            where=_items.c.user_id == statement.excluded.user_id,
+        )
+        async with self._engine.begin() as conn:
+            await self._require_thread(conn, thread_id, context)
+            result = await conn.execute(statement)
+        if result.rowcount == 0:
+            raise NotFoundError(f"Item {item.id} not found")
+
+    async def load_item(
+        self, thread_id: str, item_id: str, context: RequestContext
+    ) -> ThreadItem:
+        async with self._engine.connect() as conn:
+            data = await conn.scalar(
+                select(_items.c.data).where(
+                    _items.c.thread_id == thread_id,
+                    _items.c.id == item_id,
+                    _items.c.user_id == context.user_id,
+                )
+            )
+        if data is None:
+            raise NotFoundError(f"Item {item_id} not found")
+        return _item_adapter.validate_json(data)
+
+    async def delete_thread_item(
+        self, thread_id: str, item_id: str, context: RequestContext
+    ) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                delete(_items).where(
+                    _items.c.thread_id == thread_id,
+                    _items.c.id == item_id,
+                    _items.c.user_id == context.user_id,
+                )
+            )
+
+    async def count_items(self, thread_id: str, context: RequestContext) -> int:
+        """How many items (hidden ones included) the caller's thread holds."""
+        async with self._engine.connect() as conn:
+            count = await conn.scalar(
+                select(func.count()).where(
+                    _items.c.thread_id == thread_id, _items.c.user_id == context.user_id
+                )
+            )
+        return int(count or 0)
+
+    @staticmethod
+    async def _require_thread(
+        conn: AsyncConnection, thread_id: str, context: RequestContext
+    ) -> None:
+        owner = await conn.scalar(select(_threads.c.user_id).where(_threads.c.id == thread_id))
+        if owner != context.user_id:
+            raise NotFoundError(f"Thread {thread_id} not found")
+
+    # feedback ----------------------------------------------------------------------------
+    async def save_feedback(
+        self,
+        thread_id: str,
+        item_ids: Sequence[str],
+        kind: FeedbackKind,
+        context: RequestContext,
+    ) -> None:
+        """Record the caller's vote on items of their thread; a new vote replaces the old."""
+        now = _utcnow()
+        async with self._engine.begin() as conn:
+            await self._require_thread(conn, thread_id, context)
+            known = set(
+                (
+                    await conn.scalars(
+                        select(_items.c.id).where(
+                            _items.c.thread_id == thread_id,
+                            _items.c.user_id == context.user_id,
+                            _items.c.id.in_(list(item_ids)),
+                        )
+                    )
+                ).all()
+            )
+            missing = [item_id for item_id in item_ids if item_id not in known]
+            if missing:
+                raise NotFoundError(f"Item {missing[0]} not found")
+            for item_id in dict.fromkeys(item_ids):
+                statement = self._insert(_feedback).values(
+                    user_id=context.user_id,
+                    thread_id=thread_id,
+                    item_id=item_id,
+                    kind=kind,
+                    updated_at=now,
+                )
+                statement = statement.on_conflict_do_update(
+                    index_elements=[_feedback.c.user_id, _feedback.c.thread_id, _feedback.c.item_id],
+                    set_={"kind": statement.excluded.kind, "updated_at": now},
+                )
+                await conn.execute(statement)
+
+    async def load_feedback(
+        self, thread_id: str, context: RequestContext
+    ) -> dict[str, Literal["positive", "negative"]]:
+        """The caller's votes on items of one thread, by item id."""
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(_feedback.c.item_id, _feedback.c.kind).where(
+                        _feedback.c.thread_id == thread_id,
+                        _feedback.c.user_id == context.user_id,
+                    )
+                )
+            ).all()
+        return {row.item_id: row.kind for row in rows}
+
+    # attachments -------------------------------------------------------------------------
+    async def create_attachment(
+        self, input: AttachmentCreateParams, context: RequestContext
+    ) -> Attachment:
+        raise FeatureDisabledError("Attachments are not enabled on this server.")
+
+    async def save_attachment(self, attachment: Attachment, context: RequestContext) -> None:
+        statement = self._insert(_attachments).values(
+            id=attachment.id,
+            user_id=context.user_id,
+            thread_id=attachment.thread_id,
+            created_at=_utcnow(),
+            data=attachment.model_dump_json(),
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=[_attachments.c.id],
+            set_={"data": statement.excluded.data, "thread_id": statement.excluded.thread_id},
+            where=_attachments.c.user_id == statement.excluded.user_id,
+        )
+        async with self._engine.begin() as conn:
+            result = await conn.execute(statement)
+        if result.rowcount == 0:
+            raise NotFoundError(f"Attachment {attachment.id} not found")
+
+    async def load_attachment(self, attachment_id: str, context: RequestContext) -> Attachment:
+        async with self._engine.connect() as conn:
+            data = await conn.scalar(
+                select(_attachments.c.data).where(
+                    _attachments.c.id == attachment_id,
+                    _attachments.c.user_id == context.user_id,
+                )
+            )
+        if data is None:
+            raise NotFoundError(f"Attachment {attachment_id} not found")
+        return _attachment_adapter.validate_json(data)
+
+    async def delete_attachment(self, attachment_id: str, context: RequestContext) -> None:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                delete(_attachments).where(
+                    _attachments.c.id == attachment_id,
+                    _attachments.c.user_id == context.user_id,
+                )
+            )
+        if result.rowcount == 0:
+            raise NotFoundError(f"Attachment {attachment_id} not found")
