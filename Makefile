@@ -21,6 +21,7 @@ run: install
 	$(BIN)/python -m app
 
 test: install
+	@scripts/ensure-test-deps.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install

@@ -64,8 +64,8 @@ class RateLimitedError(AppError):
 
 
 class FeatureDisabledError(AppError):
-    status_code = 501
-    type = "not_enabled"
+    status_code = 400
+    type = "feature_not_enabled"
 
 
 class ServiceUnavailableError(AppError):

@@ -74,8 +74,16 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("openai_api_key", "openai_base_url", "mcp_server_url", "auth_jwks_url",
-                     "auth_issuer", "auth_audience", "auth_jwt_secret", mode="before")
+    @field_validator(
+        "openai_api_key",
+        "openai_base_url",
+        "mcp_server_url",
+        "auth_jwks_url",
+        "auth_issuer",
+        "auth_audience",
+        "auth_jwt_secret",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -102,7 +110,7 @@ class Settings(BaseSettings):
     @classmethod
     def _async_driver(cls, value: str) -> str:
         if value.startswith(("postgres://", "postgresql://")):
-            scheme, rest = value.split("://", 1)
+            rest = value.split("://", 1)[1]
             return f"postgresql+asyncpg://{rest}"
         if not value.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
             raise ValueError("use postgresql+asyncpg://... or sqlite+aiosqlite:///path")

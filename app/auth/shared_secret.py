@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import jwt
 
 from app.auth.base import Principal
-from app.errors import AuthenticationError
+from app.auth.jwt_rules import ClaimRules, read_header, verify_signature
+
+_ALGORITHM = "HS256"
 
 
 class SharedSecretVerifier:
-    """Verifies HS256 tokens signed with one shared secret."""
+    """Verifies (and mints) HS256 tokens signed with one shared secret."""
 
     def __init__(
         self,
@@ -20,44 +23,42 @@ class SharedSecretVerifier:
         issuer: str | None = None,
         audience: str | None = None,
         leeway_seconds: int = 30,
+        max_lifetime_seconds: int = 86_400,
     ) -> None:
+        if not isinstance(secret, str) or not secret.strip():
+            raise ValueError("the shared secret must not be empty")
         self._secret = secret
         self._issuer = issuer
         self._audience = audience
-        self._leeway = leeway_seconds
+        self._rules = ClaimRules(
+            issuer=issuer,
+            audience=audience,
+            leeway_seconds=leeway_seconds,
+            max_lifetime_seconds=max_lifetime_seconds,
+        )
+
+    def __repr__(self) -> str:
+        return f"SharedSecretVerifier(issuer={self._issuer!r}, audience={self._audience!r})"
 
     async def verify(self, token: str) -> Principal:
-        try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                self._secret,
-                algorithms=["HS256"],
-                issuer=self._issuer,
-                audience=self._audience,
-                leeway=self._leeway,
-                options={
-                    "require": ["sub", "exp", "iat"],
-                    "verify_aud": self._audience is not None,
-                },
-            )
-        except jwt.PyJWTError as exc:
-            raise AuthenticationError("invalid token") from exc
-        sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub.strip():
-            raise AuthenticationError("invalid token: sub must be a non-empty string")
-        return Principal(user_id=sub, claims=claims)
+        read_header(token, algorithms=(_ALGORITHM,))
+        claims = verify_signature(token, self._secret, algorithm=_ALGORITHM)
+        return self._rules.principal(claims)
 
     async def aclose(self) -> None:
         return None
 
     def mint(self, user_id: str, *, ttl_seconds: int = 3600, **extra: Any) -> str:
         """Sign a token for `user_id` (local use, tests and `make token`)."""
-        import time
-
+        if not user_id.strip():
+            raise ValueError("user_id must not be empty")
+        if ttl_seconds <= 0:
+            raise ValueError("ttl_seconds must be positive")
         now = int(time.time())
-        claims: dict[str, Any] = {"sub": user_id, "iat": now, "exp": now + ttl_seconds, **extra}
+        claims: dict[str, Any] = {"sub": user_id, "iat": now, "exp": now + ttl_seconds}
         if self._issuer:
             claims["iss"] = self._issuer
         if self._audience:
             claims["aud"] = self._audience
-        return jwt.encode(claims, self._secret, algorithm="HS256")
+        claims.update(extra)  # last, so tests can mint deliberately wrong claims
+        return jwt.encode(claims, self._secret, algorithm=_ALGORITHM)

@@ -78,9 +78,7 @@ def _thread_json(thread: ThreadMetadata) -> str:
     return ThreadMetadata(**fields).model_dump_json()
 
 
-def _after_clause(
-    table: Table, created_at: datetime, seq: int, order: str
-) -> ColumnElement[bool]:
+def _after_clause(table: Table, created_at: datetime, seq: int, order: str) -> ColumnElement[bool]:
     if order == "desc":
         return or_(
             table.c.created_at < created_at,
@@ -157,9 +155,7 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
         self, limit: int, after: str | None, order: str, context: RequestContext
     ) -> Page[ThreadMetadata]:
         limit = clamp_limit(limit)
-        query = select(_threads.c.id, _threads.c.data).where(
-            _threads.c.user_id == context.user_id
-        )
+        query = select(_threads.c.id, _threads.c.data).where(_threads.c.user_id == context.user_id)
         async with self._engine.connect() as conn:
             if after:
                 cursor = (
@@ -244,9 +240,7 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
     async def save_item(self, thread_id: str, item: ThreadItem, context: RequestContext) -> None:
         await self._upsert_item(thread_id, item, context)
 
-    async def _upsert_item(
-        self, thread_id: str, item: ThreadItem, context: RequestContext
-    ) -> None:
+    async def _upsert_item(self, thread_id: str, item: ThreadItem, context: RequestContext) -> None:
         statement = self._insert(_items).values(
             id=item.id,
             thread_id=thread_id,
@@ -267,9 +261,7 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
         if result.rowcount == 0:
             raise NotFoundError(f"Item {item.id} not found")
 
-    async def load_item(
-        self, thread_id: str, item_id: str, context: RequestContext
-    ) -> ThreadItem:
+    async def load_item(self, thread_id: str, item_id: str, context: RequestContext) -> ThreadItem:
         async with self._engine.connect() as conn:
             data = await conn.scalar(
                 select(_items.c.data).where(
@@ -347,7 +339,11 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
                     updated_at=now,
                 )
                 statement = statement.on_conflict_do_update(
-                    index_elements=[_feedback.c.user_id, _feedback.c.thread_id, _feedback.c.item_id],
+                    index_elements=[
+                        _feedback.c.user_id,
+                        _feedback.c.thread_id,
+                        _feedback.c.item_id,
+                    ],
                     set_={"kind": statement.excluded.kind, "updated_at": now},
                 )
                 await conn.execute(statement)

@@ -1,4 +1,4 @@
-"""SQLModel tables. Item and thread JSON (as text, so NUL survives on Postgres) is the source of truth."""
+"""SQLModel tables. Item and thread JSON (text, so NUL survives Postgres) is the source of truth."""
 
 from __future__ import annotations
 

@@ -26,9 +26,7 @@ async def store(
 
 
 def make_context(user_id: str | None = None) -> RequestContext:
-    return RequestContext(
-        user_id=user_id or f"user-{uuid.uuid4().hex}", token="t", request_id="r"
-    )
+    return RequestContext(user_id=user_id or f"user-{uuid.uuid4().hex}", token="t", request_id="r")
 
 
 @pytest.fixture

@@ -64,13 +64,19 @@ async def add_items(
     ids = []
     for index in range(count):
         at = BASE if same_time else BASE + timedelta(seconds=index)
-        item_id = store.generate_item_id("message", ThreadMetadata(id=thread_id, created_at=BASE), ctx)
-        await store.add_thread_item(thread_id, user_message(thread_id, f"m{index}", at, item_id), ctx)
+        item_id = store.generate_item_id(
+            "message", ThreadMetadata(id=thread_id, created_at=BASE), ctx
+        )
+        await store.add_thread_item(
+            thread_id, user_message(thread_id, f"m{index}", at, item_id), ctx
+        )
         ids.append(item_id)
     return ids
 
 
-async def collect(store: SqlStore, ctx: RequestContext, thread_id: str, order: str, limit: int) -> list[str]:
+async def collect(
+    store: SqlStore, ctx: RequestContext, thread_id: str, order: str, limit: int
+) -> list[str]:
     seen: list[str] = []
     after = None
     while True:
@@ -84,8 +90,12 @@ async def collect(store: SqlStore, ctx: RequestContext, thread_id: str, order: s
         after = page.after
 
 
-async def test_thread_round_trip_keeps_naive_datetime_and_fields(store: SqlStore, alice: RequestContext) -> None:
-    meta = thread(store, alice, title="Groceries", metadata={"k": "v"}, status=LockedStatus(reason="x"))
+async def test_thread_round_trip_keeps_naive_datetime_and_fields(
+    store: SqlStore, alice: RequestContext
+) -> None:
+    meta = thread(
+        store, alice, title="Groceries", metadata={"k": "v"}, status=LockedStatus(reason="x")
+    )
     await store.save_thread(meta, alice)
     loaded = await store.load_thread(meta.id, alice)
     assert loaded == meta
@@ -94,7 +104,9 @@ async def test_thread_round_trip_keeps_naive_datetime_and_fields(store: SqlStore
     assert datetime.now() - loaded.created_at > timedelta(0)
 
 
-async def test_save_thread_updates_title_and_never_stores_items(store: SqlStore, alice: RequestContext) -> None:
+async def test_save_thread_updates_title_and_never_stores_items(
+    store: SqlStore, alice: RequestContext
+) -> None:
     meta = await saved_thread(store, alice)
     item = user_message(meta.id, "hi", BASE, "msg_carried")
     full = Thread(**meta.model_dump(), items=Page(data=[item]))
@@ -114,7 +126,9 @@ async def test_ids_are_long_and_unique(store: SqlStore, alice: RequestContext) -
 
 @pytest.mark.parametrize("order", ["asc", "desc"])
 @pytest.mark.parametrize("same_time", [False, True], ids=["distinct", "ties"])
-async def test_items_pagination(store: SqlStore, alice: RequestContext, order: str, same_time: bool) -> None:
+async def test_items_pagination(
+    store: SqlStore, alice: RequestContext, order: str, same_time: bool
+) -> None:
     meta = await saved_thread(store, alice)
     ids = await add_items(store, alice, meta.id, 7, same_time=same_time)
     expected = ids if order == "asc" else list(reversed(ids))
@@ -142,7 +156,9 @@ async def test_limit_is_clamped(store: SqlStore, alice: RequestContext) -> None:
     assert len(page.data) == 1
 
 
-async def test_upsert_same_item_twice_replaces_in_place(store: SqlStore, alice: RequestContext) -> None:
+async def test_upsert_same_item_twice_replaces_in_place(
+    store: SqlStore, alice: RequestContext
+) -> None:
     meta = await saved_thread(store, alice)
     first, second = await add_items(store, alice, meta.id, 2)
     replaced = assistant(meta.id, "new text", BASE + timedelta(hours=5), first)
@@ -190,10 +206,14 @@ async def test_delete_item_and_thread_cascade(store: SqlStore, alice: RequestCon
 
 
 @pytest.mark.parametrize("order", ["asc", "desc"])
-async def test_threads_pagination_per_user(store: SqlStore, alice: RequestContext, bob: RequestContext, order: str) -> None:
+async def test_threads_pagination_per_user(
+    store: SqlStore, alice: RequestContext, bob: RequestContext, order: str
+) -> None:
     ids = []
     for index in range(5):
-        meta = ThreadMetadata(id=store.generate_thread_id(alice), created_at=BASE + timedelta(seconds=index % 2))
+        meta = ThreadMetadata(
+            id=store.generate_thread_id(alice), created_at=BASE + timedelta(seconds=index % 2)
+        )
         await store.save_thread(meta, alice)
         ids.append(meta.id)
     await store.save_thread(thread(store, bob), bob)
@@ -224,13 +244,19 @@ async def test_unknown_ids_raise_not_found(store: SqlStore, alice: RequestContex
     with pytest.raises(NotFoundError):
         await store.load_thread_items(meta.id, "msg_unknown", 10, "asc", alice)
     with pytest.raises(NotFoundError):
-        await store.add_thread_item("thr_unknown", user_message("thr_unknown", "x", BASE, "msg_x"), alice)
+        await store.add_thread_item(
+            "thr_unknown", user_message("thr_unknown", "x", BASE, "msg_x"), alice
+        )
 
 
-async def test_isolation_between_users(store: SqlStore, alice: RequestContext, bob: RequestContext) -> None:
+async def test_isolation_between_users(
+    store: SqlStore, alice: RequestContext, bob: RequestContext
+) -> None:
     meta = await saved_thread(store, alice)
     ids = await add_items(store, alice, meta.id, 2)
-    attachment = FileAttachment(id="atc_" + meta.id, name="a.txt", mime_type="text/plain", thread_id=meta.id)
+    attachment = FileAttachment(
+        id="atc_" + meta.id, name="a.txt", mime_type="text/plain", thread_id=meta.id
+    )
     await store.save_attachment(attachment, alice)
     before_thread = await store.load_thread(meta.id, alice)
     before_items = await store.load_thread_items(meta.id, None, 10, "asc", alice)
@@ -267,7 +293,9 @@ async def test_isolation_between_users(store: SqlStore, alice: RequestContext, b
 
 
 async def test_attachment_round_trip_and_delete(store: SqlStore, alice: RequestContext) -> None:
-    attachment = FileAttachment(id=store.generate_attachment_id("text/plain", alice), name="n", mime_type="text/plain")
+    attachment = FileAttachment(
+        id=store.generate_attachment_id("text/plain", alice), name="n", mime_type="text/plain"
+    )
     await store.save_attachment(attachment, alice)
     assert await store.load_attachment(attachment.id, alice) == attachment
     await store.delete_attachment(attachment.id, alice)

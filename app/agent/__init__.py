@@ -1,0 +1,1 @@
+"""Model providers, instructions and the per-request agent."""

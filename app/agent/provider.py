@@ -1,0 +1,49 @@
+"""The model behind the agent: OpenAI (Responses or Chat Completions) or the offline demo model."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from agents import Model, OpenAIChatCompletionsModel, OpenAIResponsesModel
+from openai import AsyncOpenAI
+
+from app.agent.offline_model import OFFLINE_MODEL_NAME, OfflineDemoModel
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelChoice:
+    """The model used for every turn, with the client it owns (None offline)."""
+
+    model: Model
+    provider: str
+    name: str
+    api: str
+    client: AsyncOpenAI | None
+
+    async def aclose(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+
+
+def build_model(settings: Settings) -> ModelChoice:
+    """Pick the provider from the settings; the openai client's retries are the only retry layer."""
+    if settings.model_provider == "offline":
+        return ModelChoice(OfflineDemoModel(), "offline", OFFLINE_MODEL_NAME, "offline", None)
+    api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+    client = AsyncOpenAI(
+        # Local and proxy servers often need no key, but the client insists on one.
+        api_key=api_key or "not-configured",
+        base_url=settings.openai_base_url,
+        timeout=settings.openai_timeout,
+        max_retries=settings.openai_max_retries,
+    )
+    model: Model
+    if settings.openai_api == "chat_completions":
+        model = OpenAIChatCompletionsModel(model=settings.openai_model, openai_client=client)
+    else:
+        model = OpenAIResponsesModel(model=settings.openai_model, openai_client=client)
+    return ModelChoice(model, "openai", settings.openai_model, settings.openai_api, client)

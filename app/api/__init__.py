@@ -1,0 +1,1 @@
+"""Thin routes: /api/chatkit, /health, /ready."""

@@ -1,0 +1,1 @@
+"""The ChatKit server: RequestContext, respond(), stream safety."""

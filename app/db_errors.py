@@ -1,0 +1,16 @@
+"""Recognising a database that does not answer, whatever the driver."""
+
+from __future__ import annotations
+
+import sqlalchemy.exc
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True when `exc` says the database could not be reached, not that a query was wrong."""
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+        return True
+    if isinstance(exc, sqlalchemy.exc.TimeoutError):  # pool exhausted
+        return True
+    return isinstance(exc, ConnectionError | OSError) and not isinstance(exc, FileNotFoundError)

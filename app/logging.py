@@ -1,0 +1,86 @@
+"""Logging: module loggers, a request id and user id on every line, JSON when LOG_JSON is set."""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+user_id_var: ContextVar[str] = ContextVar("user_id", default="-")
+
+# Attributes every LogRecord has; anything else came in through `extra=` and is logged as a field.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
+# Never written to a log line, whatever a caller passes in `extra=`.
+_SECRET_FIELDS = {"token", "authorization", "password", "secret", "api_key", "text", "content"}
+
+
+class _ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get()
+        record.user_id = user_id_var.get()
+        return True
+
+
+def _extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {
+        key: value
+        for key, value in vars(record).items()
+        if key not in _STANDARD and key not in _SECRET_FIELDS and not key.startswith("_")
+    }
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        payload.update(_extra_fields(record))
+        if record.exc_info:
+            payload["exc_type"] = record.exc_info[0].__name__ if record.exc_info[0] else None
+            payload["exc"] = self.formatException(record.exc_info)
+        return json.dumps(payload, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """Human-readable lines with the same fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = " ".join(f"{key}={value}" for key, value in _extra_fields(record).items())
+        line = (
+            f"{self.formatTime(record)} {record.levelname:<7} {record.name}: "
+            f"{record.getMessage()} {fields}"
+        ).rstrip()
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def configure_logging(*, level: str, json_lines: bool) -> None:
+    """Install one handler on the root logger (idempotent)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
+    handler.addFilter(_ContextFilter())
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        if getattr(existing, "_chatkit_app", False):
+            root.removeHandler(existing)
+    handler._chatkit_app = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    # Third-party loggers that would print request bodies or headers at debug level.
+    for noisy in ("httpx2", "httpcore2", "openai", "mcp", "openai.agents"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLevelName(level)))
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -1,0 +1,125 @@
+"""The ASGI app `app.main:app`: wiring only."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from agents import set_tracing_disabled
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.routing import Route
+
+from app.agent.provider import build_model
+from app.api import chatkit, health
+from app.auth.factory import build_verifier, describe_auth_mode
+from app.chat.server import ChatServer
+from app.errors import install_error_handlers
+from app.logging import configure_logging
+from app.middleware import LateMount, RequestIdMiddleware
+from app.settings import Settings, load_settings
+from app.store.chatkit_store import SqlStore
+from app.store.database import create_engine, migrate, session_factory
+from app.tools.mcp_connection import McpConnector
+
+logger = logging.getLogger(__name__)
+
+MCP_MOUNT_PATH = "/mcp"
+
+
+def _loopback_host(host: str) -> str:
+    """Where this process can reach itself: a wildcard bind address is not a destination."""
+    return "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; resources are created in the lifespan, not here."""
+    settings = settings or load_settings()
+    embedded_mcp = LateMount() if settings.mcp_server_url is None else None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(level=settings.log_level, json_lines=settings.log_json)
+        set_tracing_disabled(not settings.agents_tracing)
+        async with AsyncExitStack() as stack:
+            engine = create_engine(settings.database_url)
+            stack.push_async_callback(engine.dispose)
+            if settings.auto_migrate:
+                await migrate(engine)
+            verifier = build_verifier(settings)
+            stack.push_async_callback(verifier.aclose)
+            model = build_model(settings)
+            stack.push_async_callback(model.aclose)
+
+            mcp_url = settings.mcp_server_url
+            if embedded_mcp is not None:
+                from app.todo_mcp.server import build_todo_mcp
+
+                host = _loopback_host(settings.host)
+                todo = build_todo_mcp(
+                    verifier=verifier,
+                    sessions=session_factory(engine),
+                    public_url_hosts=[f"{host}:{settings.port}"],
+                    port=settings.port,
+                    path=MCP_MOUNT_PATH,
+                )
+                await stack.enter_async_context(todo.running())
+                embedded_mcp.target = todo.asgi_app
+                mcp_url = f"http://{host}:{settings.port}{MCP_MOUNT_PATH}"
+            assert mcp_url is not None
+            connector = McpConnector(mcp_url, settings.mcp_timeout)
+            stack.push_async_callback(connector.aclose)
+
+            app.state.settings = settings
+            app.state.engine = engine
+            app.state.verifier = verifier
+            app.state.chat_server = ChatServer(
+                store=SqlStore(engine),
+                model=model.model,
+                mcp=connector,
+                history_limit=settings.history_limit,
+                tracing=settings.agents_tracing,
+            )
+            logger.info(
+                "server.started",
+                extra={
+                    "model_provider": model.provider,
+                    "model": model.name,
+                    "model_api": model.api,
+                    "auth": describe_auth_mode(settings),
+                    "database": "postgresql" if settings.is_postgres else "sqlite",
+                    "mcp": "embedded" if embedded_mcp is not None else "external",
+                },
+            )
+            yield
+            logger.info("server.stopping")
+
+    app = FastAPI(
+        title="ChatKit agent server",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(chatkit.router)
+    if embedded_mcp is not None:
+        # A Route, not a Mount: a Mount answers a POST to exactly /mcp with a 307 redirect.
+        app.router.routes.append(Route(MCP_MOUNT_PATH, endpoint=embedded_mcp))
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+            max_age=600,
+        )
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,329 @@
+"""The TODO MCP server: five task tools over streamable HTTP; the caller is a verified token."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any, TypeVar
+
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types import ToolAnnotations
+from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.auth.base import TokenVerifier
+from app.errors import AuthenticationError, ServiceUnavailableError, error_response
+from app.store.tasks import (
+    DESCRIPTION_MAX_CHARS,
+    TITLE_MAX_CHARS,
+    InvalidTask,
+    Task,
+    TaskNotFound,
+    TaskRepository,
+    TaskStatus,
+)
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+SERVER_NAME = "todo"
+INSTRUCTIONS = (
+    "Manages the signed-in user's TODO list. Call list_tasks to see tasks and their ids; "
+    "add_task, complete_task, update_task and delete_task change them. Task ids come from "
+    "list_tasks or add_task; never guess them."
+)
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+class TaskList(BaseModel):
+    """The result of list_tasks."""
+
+    status: TaskStatus = Field(description="The filter that was applied.")
+    count: int = Field(description="How many tasks are listed.")
+    tasks: list[Task] = Field(description="The tasks, oldest first.")
+
+
+class DeletedTask(BaseModel):
+    """The result of delete_task."""
+
+    deleted: bool = Field(description="Always true: the task no longer exists.")
+    task: Task = Field(description="The task as it was before deletion.")
+
+
+TaskId = Annotated[
+    int, Field(ge=1, description="The task's id, as returned by list_tasks or add_task.")
+]
+
+
+class McpTokenVerifier:
+    """Adapts our `TokenVerifier` to the MCP SDK's: a verified token's subject is the user id."""
+
+    def __init__(self, verifier: TokenVerifier) -> None:
+        self._verifier = verifier
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        """Return the access info of a valid token, None (-> HTTP 401) for any bad one."""
+        try:
+            principal = await self._verifier.verify(token)
+        except AuthenticationError:
+            return None
+        expires = principal.claims.get("exp")
+        return AccessToken(
+            token=token,
+            client_id=principal.user_id,
+            subject=principal.user_id,
+            scopes=[],
+            expires_at=int(expires) if isinstance(expires, int | float) else None,
+            claims=principal.claims,
+        )
+
+
+class _UnavailableAs503:
+    """Answers 503 when keys to verify the token cannot be had, instead of a bare 500."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self._app(scope, receive, watch)
+        except ServiceUnavailableError as exc:
+            if started:
+                raise
+            logger.warning("todo_mcp.auth_unavailable", extra={"reason": exc.message})
+            await error_response(exc)(scope, receive, send)
+
+
+@dataclass(frozen=True, slots=True)
+class TodoMcp:
+    """The embedded TODO MCP server: an ASGI endpoint at `path` and the lifecycle it needs.
+
+    Serve `route` (or `asgi_app` at exactly `path`) and keep `running()` entered while it serves.
+    """
+
+    server: MCPServer[Any] = field(repr=False)
+    asgi_app: ASGIApp = field(repr=False)
+    path: str
+
+    @property
+    def route(self) -> Route:
+        """A route for exactly `path` (a `Mount` would 307-redirect a POST to `path` itself)."""
+        return Route(self.path, endpoint=self.asgi_app, name="todo_mcp")
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run the streamable-HTTP session manager; enter once, in the serving app's lifespan."""
+        async with self.server.session_manager.run():
+            yield
+
+
+def build_todo_mcp(
+    *,
+    verifier: TokenVerifier,
+    sessions: async_sessionmaker[AsyncSession],
+    public_url_hosts: list[str],
+    port: int,
+    path: str = "/mcp",
+    issuer_url: str | None = None,
+) -> TodoMcp:
+    """Build the TODO MCP server answering at `path`.
+
+    Accepted Host headers: 127.0.0.1, localhost and [::1] with `port`, plus `public_url_hosts`
+    (Host header values such as `todo.example.com`, `todo.example.com:8443` or `name:*`);
+    any other Host gets 421. Requests without a token our `verifier` accepts get 401.
+    """
+    if not path.startswith("/") or path == "/" or path.endswith("/"):
+        raise ValueError("path must look like /mcp (leading slash, no trailing slash)")
+    repository = TaskRepository(sessions)
+    server: MCPServer[Any] = MCPServer(
+        SERVER_NAME,
+        title="TODO tasks",
+        instructions=INSTRUCTIONS,
+        token_verifier=McpTokenVerifier(verifier),
+        auth=AuthSettings(
+            # Only advertised in OAuth metadata, which this server does not publish.
+            issuer_url=issuer_url or f"http://127.0.0.1:{port}",
+            resource_server_url=None,
+        ),
+    )
+    _register_tools(server, repository)
+
+    hosts = [f"{name}:{port}" for name in _LOOPBACK_NAMES] + list(public_url_hosts)
+    starlette_app = server.streamable_http_app(
+        streamable_http_path=path,
+        # Every call is one self-contained request: no server-side sessions, plain JSON answers.
+        stateless_http=True,
+        json_response=True,
+        transport_security=TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=hosts,
+            allowed_origins=[
+                f"{scheme}://{host}" for host in hosts for scheme in ("http", "https")
+            ],
+        ),
+    )
+    _insert_outermost(starlette_app, Middleware(_UnavailableAs503))
+    return TodoMcp(server=server, asgi_app=starlette_app, path=path)
+
+
+def _insert_outermost(app: Starlette, middleware: Middleware) -> None:
+    # Inside Starlette's error middleware but around the SDK's bearer authentication.
+    app.user_middleware.insert(0, middleware)
+
+
+def _caller_id() -> str:
+    """The verified user id of this call: the bearer middleware put it there, never a header."""
+    # Stateless serving runs each call in its HTTP request's own context, so this is per request.
+    token = get_access_token()
+    if token is None:
+        raise ToolError("Not authenticated.")
+    return token.subject or token.client_id
+
+
+def _register_tools(server: MCPServer[Any], tasks: TaskRepository) -> None:
+    @_tool(
+        server,
+        title="List tasks",
+        annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False),
+    )
+    async def list_tasks(
+        status: Annotated[
+            TaskStatus,
+            Field(
+                description="'all' (default), 'open' (not completed yet) or 'completed'.",
+            ),
+        ] = "all",
+    ) -> TaskList:
+        """List the user's TODO tasks, oldest first, optionally only open or completed ones.
+
+        Each task has its id, title, description, completion flag and timestamps (ISO 8601, UTC).
+        Use the ids with complete_task, update_task and delete_task.
+        """
+        user_id = _caller_id()
+        found = await _run(tasks.list(user_id=user_id, status=status))
+        return TaskList(status=status, count=len(found), tasks=found)
+
+    @_tool(
+        server,
+        title="Add a task",
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=False, idempotent_hint=False
+        ),
+    )
+    async def add_task(
+        title: Annotated[
+            str,
+            Field(description=f"A short title, 1 to {TITLE_MAX_CHARS} characters."),
+        ],
+        description: Annotated[
+            str,
+            Field(description=f"Optional details, up to {DESCRIPTION_MAX_CHARS} characters."),
+        ] = "",
+    ) -> Task:
+        """Create a new open TODO task for the user and return it with its id."""
+        user_id = _caller_id()
+        return await _run(tasks.add(user_id=user_id, title=title, description=description))
+
+    @_tool(
+        server,
+        title="Complete a task",
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=False, idempotent_hint=True
+        ),
+    )
+    async def complete_task(task_id: TaskId) -> Task:
+        """Mark one of the user's tasks as completed and return it.
+
+        Completing an already completed task changes nothing.
+        """
+        user_id = _caller_id()
+        return await _run(tasks.complete(user_id=user_id, task_id=task_id))
+
+    @_tool(
+        server,
+        title="Update a task",
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=False, idempotent_hint=True
+        ),
+    )
+    async def update_task(
+        task_id: TaskId,
+        title: Annotated[
+            str | None,
+            Field(description=f"New title, 1 to {TITLE_MAX_CHARS} characters; omit to keep it."),
+        ] = None,
+        description: Annotated[
+            str | None,
+            Field(
+                description=(
+                    f"New description, up to {DESCRIPTION_MAX_CHARS} characters; "
+                    "omit to keep it, give an empty string to clear it."
+                )
+            ),
+        ] = None,
+    ) -> Task:
+        """Change the title and/or the description of one of the user's tasks.
+
+        Give at least one of title and description. Returns the updated task.
+        """
+        user_id = _caller_id()
+        return await _run(
+            tasks.update(user_id=user_id, task_id=task_id, title=title, description=description)
+        )
+
+    @_tool(
+        server,
+        title="Delete a task",
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=True, idempotent_hint=False
+        ),
+    )
+    async def delete_task(task_id: TaskId) -> DeletedTask:
+        """Permanently delete one of the user's tasks and return it as it was."""
+        user_id = _caller_id()
+        return DeletedTask(
+            deleted=True, task=await _run(tasks.delete(user_id=user_id, task_id=task_id))
+        )
+
+
+def _tool(
+    server: MCPServer[Any], *, title: str, annotations: ToolAnnotations
+) -> Callable[[_F], _F]:
+    """Register a tool whose description is its cleaned docstring (no source indentation)."""
+
+    def register(fn: _F) -> _F:
+        server.add_tool(fn, title=title, description=inspect.getdoc(fn), annotations=annotations)
+        return fn
+
+    return register
+
+
+async def _run(operation: Awaitable[_T]) -> _T:
+    """Await a repository call, turning the caller's mistakes into tool errors the model reads."""
+    try:
+        return await operation
+    except (TaskNotFound, InvalidTask) as exc:
+        raise ToolError(exc.message) from exc

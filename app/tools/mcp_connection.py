@@ -1,0 +1,103 @@
+"""One shared connection pool to the MCP server; per request, a client on the caller's token."""
+
+from __future__ import annotations
+
+import httpx2
+from agents.mcp import MCPServerStreamableHttp
+
+DEFAULT_SERVER_NAME = "todo"
+
+
+class _LentTransport(httpx2.AsyncBaseTransport):
+    """The shared pool lent to one per-request client: closing that client keeps the pool open."""
+
+    def __init__(self, connector: McpConnector) -> None:
+        self._connector = connector
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        return await self._connector._send(request)
+
+    async def aclose(self) -> None:
+        # The connector owns the pool and closes it once, in `McpConnector.aclose()`.
+        return None
+
+
+class McpConnector:
+    """Builds a per-request MCP server client that forwards exactly the caller's bearer token.
+
+    Create once per process (in the lifespan) and `aclose()` at shutdown. Every client it builds
+    shares one connection pool; headers (the token) belong to each client alone.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        timeout_seconds: float,
+        *,
+        name: str = DEFAULT_SERVER_NAME,
+        limits: httpx2.Limits | None = None,
+    ) -> None:
+        if timeout_seconds <= 0:
+            raise ValueError("timeout_seconds must be positive")
+        self.url = url
+        self.timeout_seconds = timeout_seconds
+        self.name = name
+        # The SSL context is built here, once: a fresh client per request would build its own.
+        self._transport = httpx2.AsyncHTTPTransport(limits=limits or httpx2.Limits())
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def server_for(self, token: str) -> MCPServerStreamableHttp:
+        """A not yet connected MCP server for one request, authenticated as `token`'s owner.
+
+        Use it as `async with connector.server_for(token) as server:` (connects, then cleans up).
+        """
+        if self._closed:
+            raise RuntimeError("McpConnector is closed")
+        if not token or any(char in token for char in "\r\n"):
+            raise ValueError("token must be a non-empty single-line string")
+        return MCPServerStreamableHttp(
+            params={
+                "url": self.url,
+                "headers": {"Authorization": f"Bearer {token}"},
+                "timeout": self.timeout_seconds,
+                "sse_read_timeout": self.timeout_seconds,
+                "httpx_client_factory": self._client_factory,
+            },
+            cache_tools_list=True,
+            name=self.name,
+            client_session_timeout_seconds=self.timeout_seconds,
+        )
+
+    def _client_factory(
+        self,
+        headers: dict[str, str] | None = None,
+        timeout: httpx2.Timeout | None = None,
+        auth: httpx2.Auth | None = None,
+    ) -> httpx2.AsyncClient:
+        """A lightweight client over the shared pool carrying this request's own headers."""
+        return httpx2.AsyncClient(
+            transport=_LentTransport(self),
+            headers=headers,
+            timeout=timeout if timeout is not None else httpx2.Timeout(self.timeout_seconds),
+            follow_redirects=False,
+            auth=auth,
+            # Env proxies would make the client build its own transports (and SSL contexts).
+            trust_env=False,
+        )
+
+    async def _send(self, request: httpx2.Request) -> httpx2.Response:
+        # httpcore would quietly reopen a closed pool: refuse instead, so nothing outlives aclose.
+        if self._closed:
+            raise httpx2.ConnectError("the MCP connection pool is closed", request=request)
+        return await self._transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        """Close the shared connection pool; servers built before then can no longer connect."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._transport.aclose()

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Machine packages the test suite needs beyond Python: PostgreSQL's server binaries.
+# Installs them with apt when missing and running as root; otherwise says what is missing.
+set -euo pipefail
+
+need=()
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null; then
+  if [ -z "${TEST_DATABASE_URL:-}" ]; then need+=(postgresql); fi
+fi
+if [ "${#need[@]}" -eq 0 ]; then exit 0; fi
+
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+else
+  echo "missing system packages: ${need[*]} (install them, or set TEST_DATABASE_URL)" >&2
+  exit 1
+fi

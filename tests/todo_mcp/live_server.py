@@ -1,0 +1,97 @@
+"""A real uvicorn on a loopback port, in a background thread, serving the TODO MCP app."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+
+import uvicorn
+from fastapi import FastAPI
+
+from app.auth.base import TokenVerifier
+from app.store.database import create_engine, session_factory
+from app.todo_mcp import build_todo_mcp
+
+PUBLIC_HOST = "todo.example.test"
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    """A running server: its port, URLs, and uvicorn's view of the open connections."""
+
+    port: int
+    server: uvicorn.Server
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def mcp_url(self) -> str:
+        return f"{self.base_url}/mcp"
+
+    def open_connections(self) -> list[object]:
+        """Client connections uvicorn holds open right now (read from another thread)."""
+        for _ in range(10):
+            try:
+                return list(self.server.server_state.connections)
+            except RuntimeError:  # the set changed size while being copied
+                continue
+        return list(self.server.server_state.connections)
+
+
+def todo_app(*, database_url: str, verifier: TokenVerifier, port: int) -> FastAPI:
+    """A FastAPI app wired like the main one: TODO MCP at exactly /mcp next to other routes."""
+    engine = create_engine(database_url)
+    todo = build_todo_mcp(
+        verifier=verifier,
+        sessions=session_factory(engine),
+        public_url_hosts=[PUBLIC_HOST],
+        port=port,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            async with todo.running():
+                yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.router.routes.append(todo.route)
+    return app
+
+
+@contextmanager
+def serve_todo(*, database_url: str, verifier: TokenVerifier) -> Iterator[LiveServer]:
+    """Run `todo_app` with uvicorn on a free loopback port until the block ends."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    app = todo_app(database_url=database_url, verifier=verifier, port=port)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            sock.close()
+            raise RuntimeError("the TODO MCP server did not start")
+        time.sleep(0.01)
+    try:
+        yield LiveServer(port=port, server=server)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
