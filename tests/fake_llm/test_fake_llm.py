@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import agents
@@ -39,6 +39,20 @@ def fake(fake_server: FakeLLM) -> Iterator[FakeLLM]:
     fake_server.reset()
     yield fake_server
     fake_server.reset()
+
+
+@pytest.fixture
+async def client(fake: FakeLLM) -> AsyncIterator[openai.AsyncOpenAI]:
+    """A client that validates every answer against openai's own types."""
+    async with client as client:
+        yield client
+
+
+@pytest.fixture
+async def quick_client(fake: FakeLLM) -> AsyncIterator[openai.AsyncOpenAI]:
+    """A client that gives up after 0.3 s without data."""
+    async with fake.client(strict=True, timeout=0.3) as client:
+        yield client
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -82,11 +96,13 @@ async def _raw_sse(fake: FakeLLM, path: str, body: dict[str, Any]) -> list[dict[
 # ---------------------------------------------------------------- Responses API
 
 
-async def test_responses_stream_text_parses_into_typed_events(fake: FakeLLM) -> None:
+async def test_responses_stream_text_parses_into_typed_events(
+    fake: FakeLLM, client: openai.AsyncOpenAI
+) -> None:
     script = "Hello there, how are you today?"
     fake.enqueue(Reply.text(script, chunk_size=5))
 
-    events = await _response_events(fake.client(strict=True), "Say hello")
+    events = await _response_events(client, "Say hello")
 
     assert [e.type for e in events[:4]] == [
         "response.created",
@@ -126,7 +142,9 @@ async def test_responses_stream_text_parses_into_typed_events(fake: FakeLLM) -> 
     assert request.headers["authorization"] == "Bearer test-key"
 
 
-async def test_responses_stream_tool_calls_after_text(fake: FakeLLM) -> None:
+async def test_responses_stream_tool_calls_after_text(
+    fake: FakeLLM, client: openai.AsyncOpenAI
+) -> None:
     fake.enqueue(
         Reply.tool_calls(
             ToolCall("add", {"a": 12, "b": 30}),
@@ -135,7 +153,7 @@ async def test_responses_stream_tool_calls_after_text(fake: FakeLLM) -> None:
         )
     )
 
-    events = await _response_events(fake.client(strict=True))
+    events = await _response_events(client)
 
     completed = events[-1]
     assert isinstance(completed, ResponseCompletedEvent)
@@ -177,8 +195,7 @@ async def test_responses_and_chat_frames_on_the_wire(fake: FakeLLM) -> None:
     assert json.loads(chat[-2]["data"])["choices"][0]["finish_reason"] == "stop"
 
 
-async def test_non_streamed_answers_parse(fake: FakeLLM) -> None:
-    client = fake.client(strict=True)
+async def test_non_streamed_answers_parse(fake: FakeLLM, client: openai.AsyncOpenAI) -> None:
     fake.enqueue(
         Reply.text("A short title"),
         Reply.text("Another title"),
@@ -204,11 +221,13 @@ async def test_non_streamed_answers_parse(fake: FakeLLM) -> None:
 # ---------------------------------------------------------------- Chat Completions
 
 
-async def test_chat_stream_text_then_tool_call_with_usage(fake: FakeLLM) -> None:
+async def test_chat_stream_text_then_tool_call_with_usage(
+    fake: FakeLLM, client: openai.AsyncOpenAI
+) -> None:
     arguments = {"city": "Paris", "days": [1, 2, 3], "units": "metric"}
     fake.enqueue(Reply.tool_call("forecast", arguments, text="Checking the forecast"))
 
-    chunks = await _chat_chunks(fake.client(strict=True), include_usage=True)
+    chunks = await _chat_chunks(client, include_usage=True)
 
     assert chunks[0].choices[0].delta.role == "assistant"
     assert len({chunk.id for chunk in chunks}) == 1
@@ -230,10 +249,12 @@ async def test_chat_stream_text_then_tool_call_with_usage(fake: FakeLLM) -> None
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
 
 
-async def test_chat_stream_several_tool_calls_and_no_usage_unless_asked(fake: FakeLLM) -> None:
+async def test_chat_stream_several_tool_calls_and_no_usage_unless_asked(
+    fake: FakeLLM, client: openai.AsyncOpenAI
+) -> None:
     fake.enqueue(Reply.tool_calls(ToolCall("a", {"x": 1}), ToolCall("b", {"y": 2})))
 
-    chunks = await _chat_chunks(fake.client(strict=True))
+    chunks = await _chat_chunks(client)
 
     assert all(chunk.usage is None for chunk in chunks)
     assert chunks[0].choices[0].delta.content is None
@@ -264,7 +285,9 @@ MODELS: dict[str, ModelFactory] = {
 
 
 @pytest.mark.parametrize("api", list(MODELS))
-async def test_agent_runs_a_local_tool_then_answers(fake: FakeLLM, api: str) -> None:
+async def test_agent_runs_a_local_tool_then_answers(
+    fake: FakeLLM, api: str, client: openai.AsyncOpenAI
+) -> None:
     ran: list[tuple[int, int]] = []
 
     @agents.function_tool
@@ -277,7 +300,7 @@ async def test_agent_runs_a_local_tool_then_answers(fake: FakeLLM, api: str) -> 
     agent = Agent(
         name="calculator",
         instructions="You add numbers.",
-        model=MODELS[api](fake.client()),
+        model=MODELS[api](client),
         tools=[add],
     )
 
@@ -314,12 +337,12 @@ async def test_agent_runs_a_local_tool_then_answers(fake: FakeLLM, api: str) -> 
     ],
 )
 async def test_status_fault_raises_the_matching_openai_error(
-    fake: FakeLLM, status: int, error: type[openai.APIStatusError]
+    fake: FakeLLM, status: int, error: type[openai.APIStatusError], client: openai.AsyncOpenAI
 ) -> None:
     fake.enqueue(Reply.text("never sent", status=status, error_message="scripted failure"))
 
     with pytest.raises(error) as raised:
-        await _response_events(fake.client())
+        await _response_events(client)
 
     assert raised.value.status_code == status
     assert raised.value.message.endswith("scripted failure")
@@ -328,19 +351,21 @@ async def test_status_fault_raises_the_matching_openai_error(
     )
 
 
-async def test_error_reply_on_chat_completions(fake: FakeLLM) -> None:
+async def test_error_reply_on_chat_completions(fake: FakeLLM, client: openai.AsyncOpenAI) -> None:
     fake.enqueue(Reply.error(503))
 
     with pytest.raises(openai.InternalServerError):
-        await _chat_chunks(fake.client())
+        await _chat_chunks(client)
 
 
-async def test_cut_responses_stream_raises_after_the_sent_deltas(fake: FakeLLM) -> None:
+async def test_cut_responses_stream_raises_after_the_sent_deltas(
+    fake: FakeLLM, client: openai.AsyncOpenAI
+) -> None:
     fake.enqueue(Reply.text("one two three four five six", chunk_size=4, cut_after=3))
     received: list[ResponseStreamEvent] = []
 
     with pytest.raises(openai.APIConnectionError):
-        stream = await fake.client().responses.create(model="m", input="x", stream=True)
+        stream = await client.responses.create(model="m", input="x", stream=True)
         async for event in stream:
             received.append(event)
 
@@ -349,24 +374,26 @@ async def test_cut_responses_stream_raises_after_the_sent_deltas(fake: FakeLLM) 
     assert not any(isinstance(e, ResponseCompletedEvent) for e in received)
 
 
-async def test_cut_after_every_delta_still_withholds_completion(fake: FakeLLM) -> None:
+async def test_cut_after_every_delta_still_withholds_completion(
+    fake: FakeLLM, client: openai.AsyncOpenAI
+) -> None:
     fake.enqueue(Reply.text("short", cut_after=100))
     received: list[ResponseStreamEvent] = []
 
     with pytest.raises(openai.APIConnectionError):
-        stream = await fake.client().responses.create(model="m", input="x", stream=True)
+        stream = await client.responses.create(model="m", input="x", stream=True)
         async for event in stream:
             received.append(event)
 
     assert received[-1].type == "response.output_item.done"
 
 
-async def test_cut_chat_stream_raises(fake: FakeLLM) -> None:
+async def test_cut_chat_stream_raises(fake: FakeLLM, client: openai.AsyncOpenAI) -> None:
     fake.enqueue(Reply.tool_call("add", {"a": 1, "b": 2}, cut_after=1))
     received: list[ChatCompletionChunk] = []
 
     with pytest.raises(openai.APIConnectionError):
-        stream = await fake.client().chat.completions.create(
+        stream = await client.chat.completions.create(
             model="m", messages=USER_MESSAGES, stream=True
         )
         async for chunk in stream:
@@ -376,16 +403,16 @@ async def test_cut_chat_stream_raises(fake: FakeLLM) -> None:
     assert all(chunk.choices[0].finish_reason is None for chunk in received)
 
 
-async def test_cut_non_streamed_answer_raises(fake: FakeLLM) -> None:
+async def test_cut_non_streamed_answer_raises(fake: FakeLLM, client: openai.AsyncOpenAI) -> None:
     fake.enqueue(Reply.text("a title", cut_after=0))
 
     with pytest.raises(openai.APIConnectionError):
-        await fake.client().responses.create(model="m", input="x")
+        await client.responses.create(model="m", input="x")
 
 
-async def test_agent_run_fails_on_a_cut_stream(fake: FakeLLM) -> None:
+async def test_agent_run_fails_on_a_cut_stream(fake: FakeLLM, client: openai.AsyncOpenAI) -> None:
     fake.enqueue(Reply.text("partial answer that never ends", cut_after=2))
-    agent = Agent(name="a", model=OpenAIResponsesModel("gpt-4o-mini", fake.client()))
+    agent = Agent(name="a", model=OpenAIResponsesModel("gpt-4o-mini", client))
 
     result = Runner.run_streamed(agent, input="hello")
     with pytest.raises(openai.APIConnectionError):
@@ -393,22 +420,26 @@ async def test_agent_run_fails_on_a_cut_stream(fake: FakeLLM) -> None:
             pass
 
 
-async def test_delay_before_beyond_the_client_timeout_raises_timeout(fake: FakeLLM) -> None:
+async def test_delay_before_beyond_the_client_timeout_raises_timeout(
+    fake: FakeLLM, quick_client: openai.AsyncOpenAI
+) -> None:
     fake.enqueue(Reply.text("too late", delay_before=5.0))
 
     with pytest.raises(openai.APITimeoutError):
-        await _response_events(fake.client(timeout=0.3))
+        await _response_events(quick_client)
 
     (request,) = await fake.wait_for_requests(1)
     await _until(lambda: request.client_disconnected)
 
 
-async def test_delay_between_beyond_the_client_timeout_raises_mid_stream(fake: FakeLLM) -> None:
+async def test_delay_between_beyond_the_client_timeout_raises_mid_stream(
+    fake: FakeLLM, quick_client: openai.AsyncOpenAI
+) -> None:
     fake.enqueue(Reply.text_chunks(["first", "second"], delay_between=5.0))
     received: list[ChatCompletionChunk] = []
 
     with pytest.raises(openai.APITimeoutError):
-        stream = await fake.client(timeout=0.3).chat.completions.create(
+        stream = await quick_client.chat.completions.create(
             model="m", messages=USER_MESSAGES, stream=True
         )
         async for chunk in stream:
@@ -417,20 +448,24 @@ async def test_delay_between_beyond_the_client_timeout_raises_mid_stream(fake: F
     assert [chunk.choices[0].delta.content for chunk in received] == ["", "first"]
 
 
-async def test_small_delays_still_deliver_everything(fake: FakeLLM) -> None:
+async def test_small_delays_still_deliver_everything(
+    fake: FakeLLM, client: openai.AsyncOpenAI
+) -> None:
     fake.enqueue(Reply.text_chunks(["a", "b", "c"], delay_before=0.05, delay_between=0.02))
 
-    events = await _response_events(fake.client())
+    events = await _response_events(client)
 
     assert isinstance(events[-1], ResponseCompletedEvent)
     assert events[-1].response.output_text == "abc"
 
 
-async def test_hang_never_answers_until_the_client_gives_up(fake: FakeLLM) -> None:
+async def test_hang_never_answers_until_the_client_gives_up(
+    fake: FakeLLM, quick_client: openai.AsyncOpenAI
+) -> None:
     fake.enqueue(Reply.text("unreachable", hang=True))
 
     with pytest.raises(openai.APITimeoutError):
-        await fake.client(timeout=0.3).responses.create(model="m", input="x", stream=True)
+        await quick_client.responses.create(model="m", input="x", stream=True)
 
     (request,) = fake.requests
     await _until(lambda: request.client_disconnected)
@@ -438,25 +473,27 @@ async def test_hang_never_answers_until_the_client_gives_up(fake: FakeLLM) -> No
 
 async def test_stop_releases_a_hanging_request() -> None:
     fake = FakeLLM().start()
-    try:
-        fake.enqueue(Reply.text("unreachable", hang=True))
-        call = asyncio.create_task(fake.client(timeout=30).responses.create(model="m", input="x"))
-        await fake.wait_for_requests(1)
-        assert not call.done()
-    finally:
-        await asyncio.to_thread(fake.stop)
+    async with fake.client(timeout=30) as client:
+        try:
+            fake.enqueue(Reply.text("unreachable", hang=True))
+            call = asyncio.create_task(client.responses.create(model="m", input="x"))
+            await fake.wait_for_requests(1)
+            assert not call.done()
+        finally:
+            await asyncio.to_thread(fake.stop)
 
-    with pytest.raises(openai.InternalServerError) as raised:
-        await asyncio.wait_for(call, timeout=5)
-    assert raised.value.status_code == 503
+        with pytest.raises(openai.InternalServerError) as raised:
+            await asyncio.wait_for(call, timeout=5)
+        assert raised.value.status_code == 503
 
 
 # ---------------------------------------------------------------- scripting
 
 
-async def test_responder_answers_concurrent_users_from_their_own_request(fake: FakeLLM) -> None:
+async def test_responder_answers_concurrent_users_from_their_own_request(
+    fake: FakeLLM, client: openai.AsyncOpenAI
+) -> None:
     fake.responder = echo_responder
-    client = fake.client()
 
     async def ask_responses(user: int) -> str:
         events = await _response_events(client, f"user {user} says hello")
@@ -476,11 +513,13 @@ async def test_responder_answers_concurrent_users_from_their_own_request(fake: F
     assert {r.api for r in fake.requests} == {"responses", "chat_completions"}
 
 
-async def test_echo_responder_answers_a_tool_result(fake: FakeLLM) -> None:
+async def test_echo_responder_answers_a_tool_result(
+    fake: FakeLLM, client: openai.AsyncOpenAI
+) -> None:
     fake.responder = echo_responder
     tool_output = {"type": "function_call_output", "call_id": "call_1", "output": "42"}
     call = {"type": "function_call", "call_id": "call_1", "name": "f", "arguments": "{}"}
-    response = await fake.client().responses.create(
+    response = await client.responses.create(
         model="m",
         input=[{"role": "user", "content": "compute"}, call, tool_output],  # type: ignore[list-item]
     )
@@ -488,8 +527,9 @@ async def test_echo_responder_answers_a_tool_result(fake: FakeLLM) -> None:
     assert response.output_text == "tool said: 42"
 
 
-async def test_request_readers_on_multi_turn_inputs(fake: FakeLLM) -> None:
-    client = fake.client()
+async def test_request_readers_on_multi_turn_inputs(
+    fake: FakeLLM, client: openai.AsyncOpenAI
+) -> None:
     await client.responses.create(
         model="gpt-4.1",
         instructions="Be brief.",
@@ -547,14 +587,15 @@ async def test_request_readers_on_multi_turn_inputs(fake: FakeLLM) -> None:
     assert chat.tool_results == ["noon"]
 
 
-async def test_queue_comes_before_responder_then_default(fake: FakeLLM) -> None:
+async def test_queue_comes_before_responder_then_default(
+    fake: FakeLLM, client: openai.AsyncOpenAI
+) -> None:
     seen: list[RecordedRequest] = []
 
     def responder(request: RecordedRequest) -> Reply:
         seen.append(request)
         return Reply.text("from responder")
 
-    client = fake.client()
     fake.enqueue(Reply.text("queued"))
     fake.responder = responder
 
@@ -571,20 +612,24 @@ async def test_queue_comes_before_responder_then_default(fake: FakeLLM) -> None:
     assert [request.last_user_text for request in seen] == ["2"]
 
 
-async def test_responder_failure_becomes_a_500_with_its_message(fake: FakeLLM) -> None:
+async def test_responder_failure_becomes_a_500_with_its_message(
+    fake: FakeLLM, client: openai.AsyncOpenAI
+) -> None:
     def broken(request: RecordedRequest) -> Reply:
         raise LookupError("no script for this user")
 
     fake.responder = broken
 
     with pytest.raises(openai.InternalServerError, match="no script for this user"):
-        await fake.client().responses.create(model="m", input="x")
+        await client.responses.create(model="m", input="x")
 
 
-async def test_reset_forgets_queue_responder_and_records(fake: FakeLLM) -> None:
+async def test_reset_forgets_queue_responder_and_records(
+    fake: FakeLLM, client: openai.AsyncOpenAI
+) -> None:
     fake.enqueue(Reply.text("stale"))
     fake.responder = echo_responder
-    await fake.client().responses.create(model="m", input="x")
+    await client.responses.create(model="m", input="x")
     fake.enqueue(Reply.text("stale too"))
 
     fake.reset()
@@ -592,7 +637,7 @@ async def test_reset_forgets_queue_responder_and_records(fake: FakeLLM) -> None:
     assert fake.requests == []
     assert fake.pending_replies == 0
     assert fake.responder is None
-    response = await fake.client().responses.create(model="m", input="x")
+    response = await client.responses.create(model="m", input="x")
     assert response.output_text == "fake reply"
 
 

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
+import httpx2
 import uvicorn
 from fastapi import FastAPI
 
 from app.auth.base import TokenVerifier
 from app.store.database import create_engine, session_factory
 from app.todo_mcp import build_todo_mcp
+from tests.pg_cluster import free_port
 
 PUBLIC_HOST = "todo.example.test"
 
@@ -95,3 +102,64 @@ def serve_todo(*, database_url: str, verifier: TokenVerifier) -> Iterator[LiveSe
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class StandaloneServer:
+    """`python -m app.todo_mcp` running in a subprocess."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def mcp_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+
+@contextmanager
+def run_standalone(
+    *, env: dict[str, str], log_path: Path, timeout: float = 60.0
+) -> Iterator[StandaloneServer]:
+    """Start the standalone entry point on a free port; ready once /mcp answers 401."""
+    port = free_port()
+    inherited = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AUTH_", "MCP_", "OPENAI_", "DATABASE_", "AUTO_MIGRATE"))
+    }
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.todo_mcp", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO_ROOT,
+            env={**inherited, **env},
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        _wait_for_401(f"http://127.0.0.1:{port}/mcp", process, log_path, timeout)
+        yield StandaloneServer(port=port, process=process)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_for_401(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log.read_text()[-4000:]}")
+        try:
+            if httpx2.post(url, json={}, timeout=1).status_code == 401:
+                return
+        except httpx2.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"server did not start:\n{log.read_text()[-4000:]}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -35,8 +35,7 @@ async def test_add_then_list_returns_clean_records(tasks: TaskRepository) -> Non
     assert added.title == "Buy milk"
     assert added.description == "two litres"
     assert added.completed is False
-    created = datetime.fromisoformat(added.created_at)
-    assert created.utcoffset() is not None and created.utcoffset().total_seconds() == 0
+    assert datetime.fromisoformat(added.created_at).utcoffset() == timedelta(0)
     assert added.updated_at == added.created_at
     assert await tasks.list(user_id=user) == [added]
 
