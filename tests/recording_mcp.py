@@ -158,6 +158,7 @@ def serve_recording_mcp(secret: str, port: int | None = None) -> Iterator[Runnin
     """Run the recording server on loopback in a thread until the block ends."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no delayed-ACK stalls
     sock.bind(("127.0.0.1", port or 0))
     port = int(sock.getsockname()[1])
     state = RecordingMcp(secret=secret)

@@ -6,9 +6,10 @@ import logging
 from dataclasses import dataclass
 
 from agents import Model, OpenAIChatCompletionsModel, OpenAIResponsesModel
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
 from app.agent.offline_model import OFFLINE_MODEL_NAME, OfflineDemoModel
+from app.net import outbound_transport
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ def build_model(settings: Settings) -> ModelChoice:
         base_url=settings.openai_base_url,
         timeout=settings.openai_timeout,
         max_retries=settings.openai_max_retries,
+        http_client=DefaultAsyncHttpxClient(transport=outbound_transport()),
     )
     model: Model
     if settings.openai_api == "chat_completions":

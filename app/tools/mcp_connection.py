@@ -5,6 +5,8 @@ from __future__ import annotations
 import httpx2
 from agents.mcp import MCPServerStreamableHttp
 
+from app.net import outbound_transport
+
 DEFAULT_SERVER_NAME = "todo"
 
 
@@ -43,7 +45,7 @@ class McpConnector:
         self.timeout_seconds = timeout_seconds
         self.name = name
         # The SSL context is built here, once: a fresh client per request would build its own.
-        self._transport = httpx2.AsyncHTTPTransport(limits=limits or httpx2.Limits())
+        self._transport = outbound_transport(limits=limits or httpx2.Limits())
         self._closed = False
 
     @property

@@ -44,15 +44,15 @@ def fake(fake_server: FakeLLM) -> Iterator[FakeLLM]:
 @pytest.fixture
 async def client(fake: FakeLLM) -> AsyncIterator[openai.AsyncOpenAI]:
     """A client that validates every answer against openai's own types."""
-    async with client as client:
-        yield client
+    async with fake.client(strict=True) as strict_client:
+        yield strict_client
 
 
 @pytest.fixture
 async def quick_client(fake: FakeLLM) -> AsyncIterator[openai.AsyncOpenAI]:
     """A client that gives up after 0.3 s without data."""
-    async with fake.client(strict=True, timeout=0.3) as client:
-        yield client
+    async with fake.client(strict=True, timeout=0.3) as impatient_client:
+        yield impatient_client
 
 
 @pytest.fixture(autouse=True, scope="module")
