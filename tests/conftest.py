@@ -1,4 +1,4 @@
-"""Session fixtures: a real Postgres (throwaway cluster or TEST_DATABASE_URL), migrated by alembic."""
+"""Session fixtures: a real Postgres (throwaway cluster or TEST_DATABASE_URL), built by alembic."""
 
 from __future__ import annotations
 

@@ -65,7 +65,12 @@ class RecordingMcp:
 
     def add(self, user_id: str, title: str, description: str) -> dict[str, Any]:
         with self._lock:
-            task = {"id": self._next_id, "title": title, "description": description, "completed": False}
+            task = {
+                "id": self._next_id,
+                "title": title,
+                "description": description,
+                "completed": False,
+            }
             self._next_id += 1
             self.tasks.setdefault(user_id, []).append(task)
             return dict(task)

@@ -1,4 +1,4 @@
-"""The agent turn over real HTTP: fake model (real wire protocol), real MCP servers, real uvicorn."""
+"""The agent turn over real HTTP: fake model (real wire protocol), real MCP servers, uvicorn."""
 
 from __future__ import annotations
 
@@ -60,16 +60,26 @@ def _start(env: dict[str, str], factory: pytest.TempPathFactory, name: str) -> S
 
 @pytest.fixture(scope="module")
 def responses_server(
-    server_env: dict[str, str], fake: FakeLLM, recording: RunningMcp, tmp_path_factory: pytest.TempPathFactory
+    server_env: dict[str, str],
+    fake: FakeLLM,
+    recording: RunningMcp,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServerProcess]:
-    server = _start({**server_env, **_model_env(fake, MCP_SERVER_URL=recording.url)}, tmp_path_factory, "responses")
+    server = _start(
+        {**server_env, **_model_env(fake, MCP_SERVER_URL=recording.url)},
+        tmp_path_factory,
+        "responses",
+    )
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
 def chat_completions_server(
-    server_env: dict[str, str], fake: FakeLLM, recording: RunningMcp, tmp_path_factory: pytest.TempPathFactory
+    server_env: dict[str, str],
+    fake: FakeLLM,
+    recording: RunningMcp,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServerProcess]:
     env = _model_env(fake, MCP_SERVER_URL=recording.url, OPENAI_API="chat_completions")
     server = _start({**server_env, **env}, tmp_path_factory, "chat")
@@ -98,7 +108,10 @@ def workflow_items(result: Any) -> list[Any]:
 
 
 async def test_first_turn_calls_the_tool_with_the_callers_token(
-    responses_server: ServerProcess, recording: RunningMcp, fake: FakeLLM, make_client: ClientFactory
+    responses_server: ServerProcess,
+    recording: RunningMcp,
+    fake: FakeLLM,
+    make_client: ClientFactory,
 ) -> None:
     user_id = f"user-{uuid.uuid4().hex}"
     client = make_client(responses_server.base_url, user_id)
@@ -114,7 +127,9 @@ async def test_first_turn_calls_the_tool_with_the_callers_token(
     # The tool call was visible while it ran: a workflow task, loading then complete.
     workflows = workflow_items(result)
     assert workflows and workflows[0].workflow.tasks[0].status_indicator == "loading"
-    updates = [e.update for e in result.of_type("thread.item.updated") if e.item_id == workflows[0].id]
+    updates = [
+        e.update for e in result.of_type("thread.item.updated") if e.item_id == workflows[0].id
+    ]
     assert any(getattr(u, "task", None) and u.task.status_indicator == "complete" for u in updates)
     # The token is nowhere in what the model saw.
     for request in fake.model_requests():
@@ -124,7 +139,10 @@ async def test_first_turn_calls_the_tool_with_the_callers_token(
 
 
 async def test_embedded_mcp_turn_writes_the_users_task(
-    embedded_mcp_server: ServerProcess, fake: FakeLLM, make_client: ClientFactory, pg_engine: AsyncEngine
+    embedded_mcp_server: ServerProcess,
+    fake: FakeLLM,
+    make_client: ClientFactory,
+    pg_engine: AsyncEngine,
 ) -> None:
     user_id = f"user-{uuid.uuid4().hex}"
     client = make_client(embedded_mcp_server.base_url, user_id)
@@ -134,8 +152,14 @@ async def test_embedded_mcp_turn_writes_the_users_task(
     assert "water plants" in (fake.model_requests()[-1].tool_result_text or "")
     async with pg_engine.connect() as conn:
         titles = (
-            await conn.execute(text("select title from todo_tasks where user_id = :u"), {"u": user_id})
-        ).scalars().all()
+            (
+                await conn.execute(
+                    text("select title from todo_tasks where user_id = :u"), {"u": user_id}
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert titles == ["water plants"]
 
 
@@ -164,13 +188,18 @@ async def test_chat_completions_two_turns_keep_two_assistant_items(
     fake.enqueue(Reply.text("Hello from turn one."))
     first = await client.send("hi")
     thread_id = first.thread_id
-    fake.enqueue(Reply.tool_call("list_tasks", {"status": "all"}), Reply.text("Turn two, with a tool."))
+    fake.enqueue(
+        Reply.tool_call("list_tasks", {"status": "all"}), Reply.text("Turn two, with a tool.")
+    )
     second = await client.send("list my tasks", thread_id)
     assert second.status == 200 and not second.of_type("error")
     assert fake.model_requests()[-1].api == "chat_completions"
     items = await client.call("items.list", {"thread_id": thread_id, "limit": 20, "order": "asc"})
     assistants = [i for i in items["data"] if i["type"] == "assistant_message"]
-    assert [a["content"][0]["text"] for a in assistants] == ["Hello from turn one.", "Turn two, with a tool."]
+    assert [a["content"][0]["text"] for a in assistants] == [
+        "Hello from turn one.",
+        "Turn two, with a tool.",
+    ]
     assert len({a["id"] for a in assistants}) == 2
     assert all(a["id"] != "__fake_id__" for a in assistants)
     # The second turn's request carried the first answer as history.
@@ -178,7 +207,10 @@ async def test_chat_completions_two_turns_keep_two_assistant_items(
 
 
 async def test_twenty_users_two_turns_each_use_their_own_token(
-    responses_server: ServerProcess, recording: RunningMcp, fake: FakeLLM, minter: SharedSecretVerifier
+    responses_server: ServerProcess,
+    recording: RunningMcp,
+    fake: FakeLLM,
+    minter: SharedSecretVerifier,
 ) -> None:
     fake.responder = tool_then_text
     users = [f"user-{uuid.uuid4().hex}" for _ in range(20)]
@@ -204,22 +236,30 @@ async def test_twenty_users_two_turns_each_use_their_own_token(
         assert call.user_id == owner
     for user_id in users:
         assert sorted(t["title"] for t in recording.state.tasks[user_id]) == [
-            f"task-a-{user_id}", f"task-b-{user_id}"
+            f"task-a-{user_id}",
+            f"task-b-{user_id}",
         ]
 
 
 async def test_stop_mid_stream_saves_partial_text_and_runs_no_later_tool(
-    responses_server: ServerProcess, recording: RunningMcp, fake: FakeLLM, make_client: ClientFactory
+    responses_server: ServerProcess,
+    recording: RunningMcp,
+    fake: FakeLLM,
+    make_client: ClientFactory,
 ) -> None:
     user_id = f"user-{uuid.uuid4().hex}"
     client = make_client(responses_server.base_url, user_id)
     words = [f"word{i} " for i in range(40)]
     # The answer ends with a tool call: it must never run once the user pressed stop.
     stop_reply = Reply(
-        chunks=tuple(words), calls=(ToolCall("add_task", {"title": "after stop"}),), delay_between=0.1
+        chunks=tuple(words),
+        calls=(ToolCall("add_task", {"title": "after stop"}),),
+        delay_between=0.1,
     )
     fake.enqueue(stop_reply)
-    body = json.dumps({"type": "threads.create", "params": {"input": text_input("tell me a story")}})
+    body = json.dumps(
+        {"type": "threads.create", "params": {"input": text_input("tell me a story")}}
+    )
     thread_id = None
     seen_deltas = 0
     async with client.http.stream(
@@ -246,7 +286,9 @@ async def test_stop_mid_stream_saves_partial_text_and_runs_no_later_tool(
 
 FAULTS = {
     "model_500": lambda fake, mcp: fake.enqueue(Reply.error(500, "boom")),
-    "model_stream_cut": lambda fake, mcp: fake.enqueue(Reply.text("partial answer that breaks", chunk_size=3, cut_after=3)),
+    "model_stream_cut": lambda fake, mcp: fake.enqueue(
+        Reply.text("partial answer that breaks", chunk_size=3, cut_after=3)
+    ),
     "model_timeout": lambda fake, mcp: fake.enqueue(Reply.text("too late", delay_before=6)),
     "mcp_slow": lambda fake, mcp: (
         setattr(mcp.state, "delay_seconds", 4.0),
@@ -257,7 +299,11 @@ FAULTS = {
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 async def test_failures_end_with_an_error_event_and_keep_the_message(
-    fault: str, responses_server: ServerProcess, recording: RunningMcp, fake: FakeLLM, make_client: ClientFactory
+    fault: str,
+    responses_server: ServerProcess,
+    recording: RunningMcp,
+    fake: FakeLLM,
+    make_client: ClientFactory,
 ) -> None:
     client = make_client(responses_server.base_url)
     FAULTS[fault](fake, recording)
@@ -266,12 +312,17 @@ async def test_failures_end_with_an_error_event_and_keep_the_message(
     if fault == "mcp_slow":
         # A slow tool is reported to the model as a tool error; the model then answers.
         assert not result.of_type("error")
-        assert "timed out" in (fake.model_requests()[-1].tool_result_text or "").lower() or fake.model_requests()[-1].ends_with_tool_result
+        assert (
+            "timed out" in (fake.model_requests()[-1].tool_result_text or "").lower()
+            or fake.model_requests()[-1].ends_with_tool_result
+        )
     else:
         errors = result.of_type("error")
         assert len(errors) == 1 and errors[0].message and errors[0].allow_retry
         assert result.events[-1].type == "error"
-    items = await client.call("items.list", {"thread_id": result.thread_id, "limit": 20, "order": "asc"})
+    items = await client.call(
+        "items.list", {"thread_id": result.thread_id, "limit": 20, "order": "asc"}
+    )
     assert items["data"][0]["type"] == "user_message"
     assert items["data"][0]["content"][0]["text"] == f"please answer ({fault})"
     for item in items["data"][1:]:
@@ -284,7 +335,10 @@ async def test_failures_end_with_an_error_event_and_keep_the_message(
 
 
 async def test_mcp_down_gives_an_error_event(
-    server_env: dict[str, str], fake: FakeLLM, make_client: ClientFactory, tmp_path_factory: pytest.TempPathFactory
+    server_env: dict[str, str],
+    fake: FakeLLM,
+    make_client: ClientFactory,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     from tests.pg_cluster import free_port
 

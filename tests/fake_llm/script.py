@@ -153,7 +153,7 @@ class Reply:
 
 
 Responder = Callable[["RecordedRequest"], Reply]
-"""Decides the answer from the request; called in the fake's own thread."""
+"""Decides the answer from the request; runs on the fake's own loop, so it must not block."""
 
 
 def echo_responder(request: RecordedRequest) -> Reply:
