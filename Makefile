@@ -13,8 +13,8 @@ install: $(STAMP)
 $(STAMP): requirements-dev.lock pyproject.toml
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
 	@test -x $(BIN)/python || uv venv --quiet --python $(PYTHON) $(VENV)
-	uv pip sync --quiet --python $(BIN)/python --require-hashes requirements-dev.lock
-	uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	@uv pip sync --quiet --python $(BIN)/python --require-hashes requirements-dev.lock
+	@uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $(STAMP)
 
 run: install
