@@ -9,8 +9,6 @@ import uvicorn
 from app.logging import configure_logging
 from app.settings import SettingsError, load_settings
 
-GRACEFUL_SHUTDOWN_SECONDS = 20
-
 
 def main() -> int:
     try:
@@ -25,7 +23,7 @@ def main() -> int:
         port=settings.port,
         log_config=None,
         proxy_headers=False,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
     return 0
 

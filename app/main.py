@@ -21,6 +21,7 @@ from app.middleware import LateMount, RequestIdMiddleware
 from app.settings import Settings, load_settings
 from app.store.chatkit_store import SqlStore
 from app.store.database import create_engine, migrate, session_factory
+from app.store.usage import UsageStore
 from app.tools.mcp_connection import McpConnector
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.settings = settings
             app.state.engine = engine
             app.state.verifier = verifier
+            app.state.usage = UsageStore(engine)
             app.state.chat_server = ChatServer(
                 store=SqlStore(engine),
                 model=model.model,

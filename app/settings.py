@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     log_json: bool = False
     history_limit: int = Field(default=20, ge=1, le=1000)
 
+    rate_limit_turns_per_minute: int = Field(default=30, ge=0)
+    rate_limit_concurrent_streams: int = Field(default=3, ge=0)
+    stream_lease_seconds: int = Field(default=900, ge=10)
+    shutdown_grace_seconds: int = Field(default=20, ge=0)
+
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_message_chars: int = Field(default=32_000, ge=1)
 

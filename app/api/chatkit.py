@@ -1,28 +1,41 @@
-"""POST /api/chatkit: authenticate, validate, check ownership, then hand over to ChatKit."""
+"""POST /api/chatkit: authenticate, validate, check ownership and limits, then run ChatKit."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 
+import anyio
 from chatkit.server import StreamingResult
 from chatkit.store import NotFoundError as StoreNotFoundError
-from chatkit.types import ChatKitReq
+from chatkit.types import (
+    ChatKitReq,
+    ThreadsAddClientToolOutputReq,
+    ThreadsAddStructuredInputReq,
+    ThreadsAddUserMessageReq,
+    ThreadsCreateReq,
+    ThreadsRetryAfterItemReq,
+)
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import TypeAdapter, ValidationError
 
-from app.api.deps import ChatServerDep, SettingsDep
+from app.api.deps import ChatServerDep, SettingsDep, UsageDep
 from app.auth.dependency import CurrentCaller
 from app.chat.preflight import preflight
+from app.context import RequestContext
 from app.db_errors import database_unavailable
 from app.errors import (
     BadRequestError,
     FeatureDisabledError,
     NotFoundError,
     PayloadTooLargeError,
+    RateLimitedError,
     ServiceUnavailableError,
 )
 from app.logging import user_id_var
+from app.settings import Settings
+from app.store.usage import LimitExceeded, UsageStore
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
@@ -30,6 +43,14 @@ router = APIRouter()
 _request_adapter: TypeAdapter[ChatKitReq] = TypeAdapter(ChatKitReq)
 
 STREAM_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
+# Ops that run the model: they count against the per-user turn and stream limits.
+TURN_OPS = (
+    ThreadsCreateReq,
+    ThreadsAddUserMessageReq,
+    ThreadsRetryAfterItemReq,
+    ThreadsAddClientToolOutputReq,
+    ThreadsAddStructuredInputReq,
+)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -58,14 +79,56 @@ def parse_request(body: bytes) -> ChatKitReq:
         raise BadRequestError(f"Not a valid ChatKit request{detail}.") from None
 
 
+async def admit_turn(usage: UsageStore, caller: RequestContext, settings: Settings) -> str | None:
+    """Apply the per-user limits to a turn; returns the stream lease to release at its end."""
+    try:
+        if settings.rate_limit_turns_per_minute:
+            await usage.count_turn(caller.user_id, limit=settings.rate_limit_turns_per_minute)
+        if not settings.rate_limit_concurrent_streams:
+            return None
+        return await usage.acquire_stream(
+            caller.user_id,
+            limit=settings.rate_limit_concurrent_streams,
+            lease_seconds=settings.stream_lease_seconds,
+        )
+    except LimitExceeded as exc:
+        logger.info("limit.exceeded", extra={"reason": str(exc)})
+        raise RateLimitedError(str(exc), retry_after=exc.retry_after) from None
+
+
+async def release_quietly(usage: UsageStore, lease: str | None) -> None:
+    if lease is None:
+        return
+    with anyio.CancelScope(shield=True):
+        try:
+            await usage.release_stream(lease)
+        except Exception:
+            logger.warning("limit.release_failed", exc_info=True)
+
+
+async def stream_then_release(
+    result: StreamingResult, usage: UsageStore, lease: str | None
+) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in result:
+            yield chunk
+    finally:
+        await release_quietly(usage, lease)
+
+
 @router.post("/api/chatkit")
 async def chatkit_endpoint(
-    request: Request, caller: CurrentCaller, server: ChatServerDep, settings: SettingsDep
+    request: Request,
+    caller: CurrentCaller,
+    server: ChatServerDep,
+    usage: UsageDep,
+    settings: SettingsDep,
 ) -> Response:
+    user_id_var.set(caller.user_id)
     body = await read_body(request, settings.max_body_bytes)
     chatkit_request = parse_request(body)
-    user_id_var.set(caller.user_id)
     logger.info("chatkit.request", extra={"op": chatkit_request.type})
+    lease: str | None = None
     try:
         await preflight(
             chatkit_request,
@@ -73,17 +136,25 @@ async def chatkit_endpoint(
             caller,
             max_message_chars=settings.max_message_chars,
         )
+        if isinstance(chatkit_request, TURN_OPS):
+            lease = await admit_turn(usage, caller, settings)
         result = await server.process(body, caller)
-    except StoreNotFoundError:
-        raise NotFoundError("Not found.") from None
-    except NotImplementedError:
-        raise FeatureDisabledError("This operation is not enabled on this server.") from None
-    except Exception as exc:
-        if database_unavailable(exc):
+    except BaseException as exc:
+        await release_quietly(usage, lease)
+        if isinstance(exc, StoreNotFoundError):
+            raise NotFoundError("Not found.") from None
+        if isinstance(exc, NotImplementedError):
+            raise FeatureDisabledError("This operation is not enabled on this server.") from None
+        if isinstance(exc, Exception) and database_unavailable(exc):
             raise ServiceUnavailableError(
                 "The database is unavailable; try again shortly."
             ) from exc
         raise
     if isinstance(result, StreamingResult):
-        return StreamingResponse(result, media_type="text/event-stream", headers=STREAM_HEADERS)
+        return StreamingResponse(
+            stream_then_release(result, usage, lease),
+            media_type="text/event-stream",
+            headers=STREAM_HEADERS,
+        )
+    await release_quietly(usage, lease)
     return Response(content=result.json, media_type="application/json")

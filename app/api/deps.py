@@ -8,11 +8,17 @@ from fastapi import Depends, Request
 
 from app.chat.server import ChatServer
 from app.settings import Settings
+from app.store.usage import UsageStore
 
 
 def get_chat_server(request: Request) -> ChatServer:
     server: ChatServer = request.app.state.chat_server
     return server
+
+
+def get_usage(request: Request) -> UsageStore:
+    usage: UsageStore = request.app.state.usage
+    return usage
 
 
 def get_settings(request: Request) -> Settings:
@@ -22,3 +28,4 @@ def get_settings(request: Request) -> Settings:
 
 ChatServerDep = Annotated[ChatServer, Depends(get_chat_server)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+UsageDep = Annotated[UsageStore, Depends(get_usage)]

@@ -118,3 +118,26 @@ class TaskRow(SQLModel, table=True):
     completed: bool = Field(default=False, sa_column=Column(Boolean(), nullable=False))
     created_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))
     updated_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))
+
+
+class UsageWindowRow(SQLModel, table=True):
+    """How many turns a user started in one fixed window (per-user rate limit)."""
+
+    __tablename__ = "usage_windows"
+
+    user_id: str = Field(sa_column=Column(String(USER_ID_LENGTH), primary_key=True))
+    kind: str = Field(sa_column=Column(String(32), primary_key=True))
+    window_start: int = Field(sa_column=Column(BigInteger(), primary_key=True))
+    count: int = Field(sa_column=Column(Integer(), nullable=False))
+
+
+class StreamLeaseRow(SQLModel, table=True):
+    """A stream in progress; counted for the per-user concurrency limit, expires if orphaned."""
+
+    __tablename__ = "stream_leases"
+    __table_args__ = (Index("ix_stream_leases_user", "user_id", "expires_at"),)
+
+    id: str = Field(sa_column=Column(String(ID_LENGTH), primary_key=True))
+    user_id: str = Field(sa_column=Column(String(USER_ID_LENGTH), nullable=False))
+    started_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))
+    expires_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))

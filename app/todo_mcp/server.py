@@ -82,13 +82,14 @@ class McpTokenVerifier:
             principal = await self._verifier.verify(token)
         except AuthenticationError:
             return None
-        expires = principal.claims.get("exp")
         return AccessToken(
             token=token,
             client_id=principal.user_id,
             subject=principal.user_id,
             scopes=[],
-            expires_at=int(expires) if isinstance(expires, int | float) else None,
+            # Our verifier already checked `exp` with its leeway; the SDK's second check has none
+            # and would refuse a token the API accepted moments earlier.
+            expires_at=None,
             claims=principal.claims,
         )
 

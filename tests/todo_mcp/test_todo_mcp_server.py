@@ -370,3 +370,16 @@ def test_path_must_be_one_exact_segment_path(pg_engine: AsyncEngine, path: str) 
             port=3000,
             path=path,
         )
+
+
+async def test_token_within_the_verifiers_leeway_is_accepted_like_the_api_does(
+    todo_server: LiveServer, verifier: SharedSecretVerifier, pg_engine: AsyncEngine
+) -> None:
+    user = new_user()
+    now = int(time.time())
+    # Expired 5 s ago: inside the verifier's 30 s leeway, so the chat API would accept it.
+    token = jwt.encode({"sub": user, "iat": now - 120, "exp": now - 5}, SECRET, algorithm="HS256")
+    async with mcp_client(todo_server.mcp_url, headers=bearer(token)) as client:
+        result = await client.call_tool("add_task", {"title": "just in time"})
+    assert not result.is_error
+    assert [r["title"] for r in await stored_tasks(pg_engine, user)] == ["just in time"]
