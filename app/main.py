@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 model=model.model,
                 mcp=connector,
                 history_limit=settings.history_limit,
+                titles=model.titles,
                 tracing=settings.agents_tracing,
             )
             logger.info(

@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     openai_timeout: float = Field(default=60.0, gt=0)
     openai_max_retries: int = Field(default=2, ge=0, le=10)
     agents_tracing: bool = False
+    thread_titles: Literal["model", "first_words", "off"] = "model"
 
     mcp_server_url: str | None = None
     mcp_timeout: float = Field(default=10.0, gt=0)

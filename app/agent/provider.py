@@ -9,6 +9,7 @@ from agents import Model, OpenAIChatCompletionsModel, OpenAIResponsesModel
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
 from app.agent.offline_model import OFFLINE_MODEL_NAME, OfflineDemoModel
+from app.agent.titles import FirstWordsTitles, ModelTitles, TitleMaker
 from app.net import outbound_transport
 from app.settings import Settings
 
@@ -24,6 +25,7 @@ class ModelChoice:
     name: str
     api: str
     client: AsyncOpenAI | None
+    titles: TitleMaker | None
 
     async def aclose(self) -> None:
         if self.client is not None:
@@ -33,7 +35,10 @@ class ModelChoice:
 def build_model(settings: Settings) -> ModelChoice:
     """Pick the provider from the settings; the openai client's retries are the only retry layer."""
     if settings.model_provider == "offline":
-        return ModelChoice(OfflineDemoModel(), "offline", OFFLINE_MODEL_NAME, "offline", None)
+        offline_titles = None if settings.thread_titles == "off" else FirstWordsTitles()
+        return ModelChoice(
+            OfflineDemoModel(), "offline", OFFLINE_MODEL_NAME, "offline", None, offline_titles
+        )
     api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
     client = AsyncOpenAI(
         # Local and proxy servers often need no key, but the client insists on one.
@@ -48,4 +53,9 @@ def build_model(settings: Settings) -> ModelChoice:
         model = OpenAIChatCompletionsModel(model=settings.openai_model, openai_client=client)
     else:
         model = OpenAIResponsesModel(model=settings.openai_model, openai_client=client)
-    return ModelChoice(model, "openai", settings.openai_model, settings.openai_api, client)
+    titles: TitleMaker | None = None
+    if settings.thread_titles == "model":
+        titles = ModelTitles(client, model=settings.openai_model, api=settings.openai_api)
+    elif settings.thread_titles == "first_words":
+        titles = FirstWordsTitles()
+    return ModelChoice(model, "openai", settings.openai_model, settings.openai_api, client, titles)

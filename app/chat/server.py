@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -25,6 +26,7 @@ from chatkit.types import (
 )
 
 from app.agent.factory import build_agent
+from app.agent.titles import TitleMaker, first_words_title
 from app.chat.failures import McpUnavailableError, user_message_for
 from app.chat.tool_progress import ToolProgressHooks
 from app.chat.turn_stream import TurnStream
@@ -33,6 +35,8 @@ from app.store.chatkit_store import SqlStore
 from app.tools.mcp_connection import McpConnector
 
 logger = logging.getLogger(__name__)
+
+TITLE_WAIT_SECONDS = 10.0
 
 
 class HistoryConverter(ThreadItemConverter):
@@ -53,6 +57,7 @@ class ChatServer(ChatKitServer[RequestContext]):
         model: Model,
         mcp: McpConnector | None,
         history_limit: int,
+        titles: TitleMaker | None = None,
         tracing: bool = False,
     ) -> None:
         super().__init__(store=store, attachment_store=store)
@@ -62,6 +67,7 @@ class ChatServer(ChatKitServer[RequestContext]):
         self._history_limit = history_limit
         self._run_config = RunConfig(tracing_disabled=not tracing)
         self._converter = HistoryConverter()
+        self._titles = titles
 
     async def respond(
         self,
@@ -77,6 +83,8 @@ class ChatServer(ChatKitServer[RequestContext]):
         turn = TurnStream()
         mcp_server: MCPServer | None = None
         result: RunResultStreaming | None = None
+        # The title is worked out alongside the answer, so it never delays the first token.
+        title_task = self._start_title(thread, input_user_message)
         try:
             mcp_server = await self._connect_mcp(context)
             agent: Agent[Any] = build_agent(
@@ -91,6 +99,9 @@ class ChatServer(ChatKitServer[RequestContext]):
             )
             async for event in stream_agent_response(agent_context, result):
                 yield turn.rewrite(event)
+            if title_task is not None:
+                # Setting it is enough: the SDK saves the thread and sends thread.updated.
+                thread.title = await _finished_title(title_task, input_user_message)
         except Exception as exc:
             logger.warning(
                 "turn.failed",
@@ -108,6 +119,8 @@ class ChatServer(ChatKitServer[RequestContext]):
             # A stop (client disconnect) lands here as cancellation: stop the run so no tool
             # executes after it, and close the MCP connection even while being cancelled.
             with anyio.CancelScope(shield=True):
+                if title_task is not None and not title_task.done():
+                    title_task.cancel()
                 if result is not None and not result.is_complete:
                     result.cancel()
                 if mcp_server is not None:
@@ -137,6 +150,13 @@ class ChatServer(ChatKitServer[RequestContext]):
     ) -> None:
         await self.sql_store.save_feedback(thread_id, item_ids, feedback, context)
 
+    def _start_title(
+        self, thread: ThreadMetadata, message: UserMessageItem | None
+    ) -> asyncio.Task[str] | None:
+        if self._titles is None or thread.title or message is None:
+            return None
+        return asyncio.create_task(self._titles.title_for(message_text(message)))
+
     async def _history(self, thread: ThreadMetadata, context: RequestContext) -> list[ThreadItem]:
         page = await self.store.load_thread_items(
             thread.id, None, self._history_limit, "desc", context
@@ -153,6 +173,18 @@ class ChatServer(ChatKitServer[RequestContext]):
             await _close_quietly(server)
             raise McpUnavailableError() from exc
         return server
+
+
+def message_text(message: UserMessageItem) -> str:
+    return " ".join(part.text for part in message.content).strip()
+
+
+async def _finished_title(task: asyncio.Task[str], message: UserMessageItem | None) -> str:
+    try:
+        return await asyncio.wait_for(task, TITLE_WAIT_SECONDS)
+    except Exception:
+        logger.info("title.fallback")
+        return first_words_title(message_text(message) if message else "")
 
 
 async def _close_quietly(server: MCPServer) -> None:

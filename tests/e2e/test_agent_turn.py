@@ -48,6 +48,8 @@ def _model_env(fake: FakeLLM, **extra: str) -> dict[str, str]:
         "OPENAI_MAX_RETRIES": "0",
         "MCP_TIMEOUT": "2",
         "HISTORY_LIMIT": str(HISTORY_LIMIT),
+        # Scripted replies are consumed in order: no title calls in between.
+        "THREAD_TITLES": "first_words",
         **extra,
     }
 

@@ -116,7 +116,7 @@ async def test_another_user_sees_nothing(
     assert hijack.status == 404 and hijack.events == []
 
     thread = await alice.call("threads.get_by_id", {"thread_id": thread_id})
-    assert thread.get("title") is None
+    assert thread["title"] == "alice's secret"
     assert len(thread["items"]["data"]) == 2
 
 

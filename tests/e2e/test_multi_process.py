@@ -32,6 +32,7 @@ def two_servers(
         "OPENAI_MAX_RETRIES": "0",
         "RATE_LIMIT_TURNS_PER_MINUTE": str(TURNS_PER_MINUTE),
         "RATE_LIMIT_CONCURRENT_STREAMS": "1",
+        "THREAD_TITLES": "first_words",
     }
     logs = tmp_path_factory.mktemp("multi")
     servers = (

@@ -1,0 +1,93 @@
+"""Thread titles: made after the first turn, saved, pushed as thread.updated, never in the way."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.conftest import ClientFactory
+from tests.e2e.harness import ServerProcess
+from tests.fake_llm import FakeLLM, RecordedRequest, Reply
+
+
+def is_title_request(request: RecordedRequest) -> bool:
+    return "title" in (request.instructions or "").lower() and not request.stream
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeLLM]:
+    with FakeLLM() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module", params=["responses", "chat_completions"])
+def model_server(
+    request: pytest.FixtureRequest,
+    server_env: dict[str, str],
+    fake: FakeLLM,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ServerProcess]:
+    env = {
+        **server_env,
+        "OPENAI_BASE_URL": fake.base_url,
+        "OPENAI_API_KEY": "test-key",
+        "OPENAI_MAX_RETRIES": "0",
+        "OPENAI_API": request.param,
+    }
+    server = ServerProcess(env=env, log_path=tmp_path_factory.mktemp("titles") / "s.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_model_title_after_first_turn_only(
+    model_server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+) -> None:
+    def responder(request: RecordedRequest) -> Reply:
+        if is_title_request(request):
+            # Slower than the answer: the answer's first token must not wait for it.
+            return Reply.text('"Weekly Groceries Plan."', delay_before=0.5)
+        return Reply.text(f"answer: {request.last_user_text}")
+
+    fake.reset()
+    fake.responder = responder
+    client = make_client(model_server.base_url)
+    first = await client.send("I need to plan my groceries for the week")
+    types = [event.type for event in first.events]
+    assert types[-1] == "thread.updated"
+    assert first.events[-1].thread.title == "Weekly Groceries Plan"
+    # The whole answer streamed before the title arrived.
+    assert types.index("thread.item.done", types.index("thread.item.added")) < types.index(
+        "thread.updated"
+    )
+    title_requests = [r for r in fake.model_requests() if is_title_request(r)]
+    assert len(title_requests) == 1
+    assert "plan my groceries" in (title_requests[0].last_user_text or "")
+
+    stored = await client.call("threads.get_by_id", {"thread_id": first.thread_id})
+    assert stored["title"] == "Weekly Groceries Plan"
+    second = await client.send("and for next week?", first.thread_id)
+    assert not second.of_type("thread.updated")
+    assert len([r for r in fake.model_requests() if is_title_request(r)]) == 1
+
+
+async def test_failed_title_call_falls_back_to_first_words(
+    model_server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+) -> None:
+    fake.reset()
+    fake.responder = lambda request: (
+        Reply.error(500) if is_title_request(request) else Reply.text("fine")
+    )
+    result = await make_client(model_server.base_url).send("remind me to call the plumber tomorrow")
+    assert result.assistant_text() == "fine"
+    assert result.events[-1].type == "thread.updated"
+    assert result.events[-1].thread.title == "remind me to call the plumber…"
+
+
+async def test_offline_titles_are_the_first_words(
+    offline_server: ServerProcess, make_client: ClientFactory
+) -> None:
+    result = await make_client(offline_server.base_url).send("add task paint the fence")
+    assert result.events[-1].type == "thread.updated"
+    assert result.events[-1].thread.title == "add task paint the fence"
