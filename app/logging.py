@@ -84,3 +84,8 @@ def configure_logging(*, level: str, json_lines: bool) -> None:
     for noisy in ("httpx2", "httpcore2", "openai", "mcp", "openai.agents"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLevelName(level)))
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # chatkit installs a handler of its own when LOG_LEVEL is set: one set of lines is enough.
+    chatkit_logger = logging.getLogger("chatkit")
+    for existing in list(chatkit_logger.handlers):
+        chatkit_logger.removeHandler(existing)
+    chatkit_logger.propagate = True

@@ -14,6 +14,7 @@ from starlette.routing import Route
 from app.agent.provider import build_model
 from app.api import chatkit, health
 from app.auth.factory import build_verifier, describe_auth_mode
+from app.chat.inflight import InFlight
 from app.chat.server import ChatServer
 from app.errors import install_error_handlers
 from app.logging import configure_logging
@@ -27,6 +28,7 @@ from app.tools.mcp_connection import McpConnector
 logger = logging.getLogger(__name__)
 
 MCP_MOUNT_PATH = "/mcp"
+SHUTDOWN_SAVE_SECONDS = 10.0
 
 
 def _loopback_host(host: str) -> str:
@@ -76,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.engine = engine
             app.state.verifier = verifier
             app.state.usage = UsageStore(engine)
+            inflight = app.state.inflight = InFlight()
             app.state.chat_server = ChatServer(
                 store=SqlStore(engine),
                 model=model.model,
@@ -96,7 +99,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 },
             )
             yield
-            logger.info("server.stopping")
+            # uvicorn has cancelled what outlived the grace period; let their saves finish
+            # before the engine and connections they write through are closed.
+            logger.info("server.stopping", extra={"streams_open": inflight.count})
+            if not await inflight.wait_idle(SHUTDOWN_SAVE_SECONDS):
+                logger.warning("server.streams_abandoned", extra={"streams_open": inflight.count})
 
     app = FastAPI(
         title="ChatKit agent server",

@@ -10,6 +10,7 @@ from chatkit.server import StreamingResult
 from chatkit.store import NotFoundError as StoreNotFoundError
 from chatkit.types import (
     ChatKitReq,
+    ErrorEvent,
     ThreadsAddClientToolOutputReq,
     ThreadsAddStructuredInputReq,
     ThreadsAddUserMessageReq,
@@ -22,6 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from app.api.deps import ChatServerDep, SettingsDep, UsageDep
 from app.auth.dependency import CurrentCaller
+from app.chat.inflight import InFlight
 from app.chat.preflight import preflight
 from app.context import RequestContext
 from app.db_errors import database_unavailable
@@ -106,14 +108,29 @@ async def release_quietly(usage: UsageStore, lease: str | None) -> None:
             logger.warning("limit.release_failed", exc_info=True)
 
 
+def error_frame(message: str) -> bytes:
+    """One ChatKit `error` event as an SSE frame."""
+    event = ErrorEvent(code="custom", message=message, allow_retry=True)
+    return b"data: " + event.model_dump_json(exclude_none=True).encode() + b"\n\n"
+
+
 async def stream_then_release(
-    result: StreamingResult, usage: UsageStore, lease: str | None
+    result: StreamingResult, usage: UsageStore, lease: str | None, inflight: InFlight
 ) -> AsyncIterator[bytes]:
+    """Relay the SDK's frames; a failure outside the turn (e.g. the database) ends in an event."""
+    inflight.enter()
     try:
         async for chunk in result:
             yield chunk
+    except Exception as exc:
+        logger.warning("stream.failed", extra={"error": type(exc).__name__}, exc_info=True)
+        if database_unavailable(exc):
+            yield error_frame("The database is unavailable right now. Please try again shortly.")
+        else:
+            yield error_frame("Something went wrong on the server. Please try again.")
     finally:
         await release_quietly(usage, lease)
+        inflight.leave()
 
 
 @router.post("/api/chatkit")
@@ -152,7 +169,7 @@ async def chatkit_endpoint(
         raise
     if isinstance(result, StreamingResult):
         return StreamingResponse(
-            stream_then_release(result, usage, lease),
+            stream_then_release(result, usage, lease, request.app.state.inflight),
             media_type="text/event-stream",
             headers=STREAM_HEADERS,
         )

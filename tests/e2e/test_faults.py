@@ -1,0 +1,195 @@
+"""The database going away and coming back; graceful shutdown with answers in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx2
+import pytest
+
+from app.auth.shared_secret import SharedSecretVerifier
+from tests.e2e.conftest import ClientFactory
+from tests.e2e.harness import ServerProcess, sse_frames, text_input
+from tests.fake_llm import FakeLLM, Reply
+from tests.pg_cluster import PostgresCluster, start_cluster
+
+
+@pytest.fixture(scope="module")
+def own_cluster() -> Iterator[PostgresCluster]:
+    """A cluster of this module's own: the tests stop and start it."""
+    cluster = start_cluster()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(scope="module")
+async def own_database(own_cluster: PostgresCluster) -> str:
+    admin = await asyncpg.connect(own_cluster.url("postgres").replace("+asyncpg", ""))
+    await admin.execute("CREATE DATABASE faults")
+    await admin.close()
+    return own_cluster.url("faults")
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeLLM]:
+    with FakeLLM() as fake:
+        yield fake
+
+
+def env_for(
+    server_env: dict[str, str], database_url: str, fake: FakeLLM, **extra: str
+) -> dict[str, str]:
+    return {
+        **server_env,
+        "DATABASE_URL": database_url,
+        "OPENAI_BASE_URL": fake.base_url,
+        "OPENAI_API_KEY": "test-key",
+        "OPENAI_MAX_RETRIES": "0",
+        "THREAD_TITLES": "first_words",
+        **extra,
+    }
+
+
+@pytest.fixture
+async def db_server(
+    server_env: dict[str, str], own_database: str, fake: FakeLLM, tmp_path: Path
+) -> AsyncIterator[ServerProcess]:
+    server = ServerProcess(env=env_for(server_env, own_database, fake), log_path=tmp_path / "s.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+async def wait_until(check: object, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        if await check():  # type: ignore[operator]
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.2)
+
+
+async def test_database_outage_gives_503_and_recovers_by_itself(
+    db_server: ServerProcess,
+    own_cluster: PostgresCluster,
+    fake: FakeLLM,
+    make_client: ClientFactory,
+) -> None:
+    fake.reset()
+    fake.responder = lambda request: Reply.text(f"answer to {request.last_user_text}")
+    client = make_client(db_server.base_url)
+    thread_id = (await client.send("before the outage")).thread_id
+    http = client.http
+    own_cluster.stop()
+    try:
+        ready = await http.get("/ready")
+        assert ready.status_code == 503
+        assert (await http.get("/health")).status_code == 200
+        listed = await client.request("threads.list", {})
+        assert listed.status_code == 503 and listed.json()["type"] == "service_unavailable"
+        for attempt in (client.send("during the outage"), client.send("again", thread_id)):
+            result = await attempt
+            if result.status == 200:
+                errors = result.of_type("error")
+                assert errors and "database" in (errors[0].message or "")
+            else:
+                assert result.status == 503 and result.raw[0]["status_code"] == 503
+    finally:
+        own_cluster.start()
+
+    async def ready_again() -> bool:
+        return (await http.get("/ready")).status_code == 200
+
+    await wait_until(ready_again)
+    again = await client.send("after the outage", thread_id)
+    assert again.status == 200 and again.assistant_text() == "answer to after the outage"
+    items = await client.call("items.list", {"thread_id": thread_id, "order": "asc"})
+    texts = [i["content"][0]["text"] for i in items["data"] if i["type"] == "user_message"]
+    assert texts[0] == "before the outage" and texts[-1] == "after the outage"
+
+
+async def stream_until_deltas(
+    base_url: str, token: str, count: int
+) -> tuple[str, asyncio.Task[list[str]]]:
+    """Start a turn; return its thread id once `count` deltas arrived, and the rest as a task."""
+    got_thread: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    enough: asyncio.Event = asyncio.Event()
+
+    async def consume() -> list[str]:
+        deltas: list[str] = []
+        body = json.dumps({"type": "threads.create", "params": {"input": text_input("story")}})
+        async with httpx2.AsyncClient(base_url=base_url, timeout=60) as http:
+            try:
+                async with http.stream(
+                    "POST",
+                    "/api/chatkit",
+                    content=body,
+                    headers={"Authorization": f"Bearer {token}"},
+                ) as response:
+                    async for frame in sse_frames(response):
+                        event = json.loads(frame)
+                        if event["type"] == "thread.created":
+                            got_thread.set_result(event["thread"]["id"])
+                        if event["type"] == "thread.item.updated" and "delta" in event["update"]:
+                            deltas.append(event["update"]["delta"])
+                            if len(deltas) == count:
+                                enough.set()
+            except (httpx2.TransportError, AssertionError):
+                pass  # the server went away mid-stream
+        return deltas
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(enough.wait(), 30)
+    return await got_thread, task
+
+
+@pytest.mark.parametrize("grace", ["short", "long"])
+async def test_sigterm_finishes_or_saves_answers_in_flight(
+    grace: str,
+    server_env: dict[str, str],
+    postgres_url: str,
+    fake: FakeLLM,
+    minter: SharedSecretVerifier,
+    make_client: ClientFactory,
+    tmp_path: Path,
+) -> None:
+    words = [f"w{i} " for i in range(30)]
+    fake.reset()
+    # 30 deltas 0.1 s apart: about 3 s of answer after the first word.
+    fake.enqueue(Reply.text_chunks(words, delay_between=0.1))
+    seconds = "1" if grace == "short" else "15"
+    env = env_for(server_env, postgres_url, fake, SHUTDOWN_GRACE_SECONDS=seconds)
+    server = ServerProcess(env=env, log_path=tmp_path / "s.log")
+    server.start()
+    user_id = f"user-{uuid.uuid4().hex}"
+    token = minter.mint(user_id)
+    thread_id, consumer = await stream_until_deltas(server.base_url, token, 3)
+    assert server.process is not None
+    server.process.send_signal(signal.SIGTERM)
+    received = await asyncio.wait_for(consumer, 60)
+    assert server.stop() in (0, -signal.SIGTERM)
+
+    server.start()  # a fresh process reads what the old one saved
+    try:
+        items = await make_client(server.base_url, user_id).call(
+            "items.list", {"thread_id": thread_id, "order": "asc"}
+        )
+    finally:
+        server.stop()
+    answers = [i for i in items["data"] if i["type"] == "assistant_message"]
+    assert len(answers) == 1
+    saved = answers[0]["content"][0]["text"]
+    if grace == "long":
+        # Enough time: the answer finished streaming and was saved whole.
+        assert "".join(received) == "".join(words)
+        assert saved == "".join(words)
+    else:
+        # Cut by the shutdown: what was produced so far is kept.
+        assert saved.startswith("w0 w1 w2 ") and saved != "".join(words)
