@@ -91,7 +91,7 @@ async def test_retry_after_item_replaces_the_answer(
     )
     assert retried.status == 200 and retried.assistant_text() == "a better answer"
     after = await items_of(client, thread_id)
-    assert [i["id"] for i in after][0] == user_item["id"]
+    assert after[0]["id"] == user_item["id"]
     assert len(after) == 2 and after[1]["id"] != old_answer["id"]
     assert after[1]["content"][0]["text"] == "a better answer"  # type: ignore[index]
     # The model saw the user's message again, once.
