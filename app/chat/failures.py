@@ -8,9 +8,21 @@ import httpx2
 import openai
 from agents.exceptions import MaxTurnsExceeded, ModelBehaviorError
 
+from app.tools.mcp_connection import McpToolUnavailable
+
 
 class McpUnavailableError(Exception):
     """The TODO task server could not be reached when the turn started."""
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 10:
+        if isinstance(current, kind):
+            return True
+        current, seen = current.__cause__ or current.__context__, seen + 1
+    return False
 
 
 def user_message_for(exc: BaseException) -> str:
@@ -18,6 +30,11 @@ def user_message_for(exc: BaseException) -> str:
     if isinstance(exc, McpUnavailableError):
         return (
             "The task service is unreachable right now, so I cannot work with your tasks. "
+            "Please try again in a moment."
+        )
+    if _caused_by(exc, McpToolUnavailable):
+        return (
+            "The task service did not answer in time, so your tasks may be unchanged. "
             "Please try again in a moment."
         )
     if isinstance(exc, openai.APITimeoutError | asyncio.TimeoutError | httpx2.TimeoutException):

@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx2
+from agents import RunContextWrapper, default_tool_error_function
 from agents.mcp import MCPServerStreamableHttp
 
 from app.net import outbound_transport
 
 DEFAULT_SERVER_NAME = "todo"
+
+
+class McpToolUnavailable(Exception):
+    """A tool call got no answer from the MCP server (timeout or broken connection)."""
+
+
+def _unreachable(error: BaseException | None) -> bool:
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, TimeoutError | httpx2.TransportError):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
+
+
+def mcp_tool_failure(context: RunContextWrapper[Any], error: Exception) -> str:
+    """Tool errors go back to the model; a server that does not answer ends the turn instead.
+
+    Handing a timeout to the model invites it to retry (another full wait) or to claim success;
+    the user gets a clear error event and can try again.
+    """
+    if _unreachable(error):
+        raise McpToolUnavailable("the MCP server did not answer the tool call") from error
+    return default_tool_error_function(context, error)
 
 
 class _LentTransport(httpx2.AsyncBaseTransport):
@@ -70,6 +97,7 @@ class McpConnector:
                 "httpx_client_factory": self._client_factory,
             },
             cache_tools_list=True,
+            failure_error_function=mcp_tool_failure,
             name=self.name,
             client_session_timeout_seconds=self.timeout_seconds,
         )

@@ -118,7 +118,7 @@ function testRoutes(auth, options) {
 
 async function main() {
   const options = jwtOptions();
-  let handle = null;
+  let handle = async (_request, response) => sendJson(response, 503, { error: "starting" });
   const server = createServer((request, response) => {
     handle(request, response).catch((error) => {
       console.error(error);
@@ -147,7 +147,10 @@ async function main() {
   };
 
   for (const signal of ["SIGTERM", "SIGINT"]) {
-    process.on(signal, () => server.close(() => process.exit(0)));
+    process.on(signal, () => {
+      server.close(() => process.exit(0));
+      server.closeAllConnections();
+    });
   }
   process.stdout.write(`READY ${port}\n`);
 }

@@ -1,0 +1,165 @@
+"""Real Better Auth issuers (node) for the interop tests, one per configuration per session."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from app.auth.base import TokenVerifier
+from app.auth.factory import build_verifier
+from app.settings import Settings
+from tests.better_auth.issuer import BetterAuthIssuer, IssuerSetupError, ensure_installed
+
+UNSET = "<unset>"
+
+
+@dataclass
+class IssuerTimings:
+    """How long setup took, shown in the terminal summary."""
+
+    npm_ci_seconds: float | None = None
+    starts: list[tuple[str, float]] = field(default_factory=list)
+
+
+TIMINGS = pytest.StashKey[IssuerTimings]()
+
+
+class IssuerPool:
+    """Starts issuers on demand; shared ones are cached by configuration, all stop at the end."""
+
+    def __init__(self, log_dir: Path, timings: IssuerTimings) -> None:
+        self._log_dir = log_dir
+        self._timings = timings
+        self._shared: dict[tuple[str, str | None, str | None, str | None], BetterAuthIssuer] = {}
+        self._all: list[BetterAuthIssuer] = []
+
+    def shared(
+        self,
+        algorithm: str = "EdDSA",
+        *,
+        jwt_issuer: str | None = None,
+        jwt_audience: str | None = None,
+        expiration: str | None = None,
+    ) -> BetterAuthIssuer:
+        """An issuer other tests may use too: never rotate its key or change its state."""
+        key = (algorithm, jwt_issuer, jwt_audience, expiration)
+        if key not in self._shared:
+            self._shared[key] = self.new(
+                algorithm, jwt_issuer=jwt_issuer, jwt_audience=jwt_audience, expiration=expiration
+            )
+        return self._shared[key]
+
+    def new(
+        self,
+        algorithm: str = "EdDSA",
+        *,
+        jwt_issuer: str | None = None,
+        jwt_audience: str | None = None,
+        expiration: str | None = None,
+    ) -> BetterAuthIssuer:
+        """A fresh issuer of the caller's own (e.g. to rotate its key)."""
+        issuer = BetterAuthIssuer(
+            log_path=self._log_dir / f"issuer-{len(self._all)}-{algorithm}.log",
+            algorithm=algorithm,
+            jwt_issuer=jwt_issuer,
+            jwt_audience=jwt_audience,
+            expiration=expiration,
+        )
+        self._all.append(issuer)
+        try:
+            issuer.start()
+        except IssuerSetupError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        assert issuer.startup_seconds is not None
+        self._timings.starts.append((algorithm, issuer.startup_seconds))
+        return issuer
+
+    def stop_all(self) -> None:
+        for issuer in self._all:
+            issuer.stop()
+
+
+@pytest.fixture(scope="session")
+def better_auth_timings(request: pytest.FixtureRequest) -> IssuerTimings:
+    timings = IssuerTimings()
+    request.config.stash[TIMINGS] = timings
+    return timings
+
+
+@pytest.fixture(scope="session")
+def better_auth_installed(better_auth_timings: IssuerTimings) -> None:
+    """`npm ci` into tests/better_auth/node_modules when needed; fails (never skips) without npm."""
+    try:
+        better_auth_timings.npm_ci_seconds = ensure_installed()
+    except IssuerSetupError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def issuers(
+    better_auth_installed: None,
+    better_auth_timings: IssuerTimings,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[IssuerPool]:
+    pool = IssuerPool(tmp_path_factory.mktemp("better-auth"), better_auth_timings)
+    yield pool
+    pool.stop_all()
+
+
+@pytest.fixture(scope="session")
+def better_auth(issuers: IssuerPool) -> BetterAuthIssuer:
+    """The default configuration: EdDSA, iss = aud = baseURL, 15-minute tokens."""
+    return issuers.shared("EdDSA")
+
+
+VerifierFactory = Callable[..., TokenVerifier]
+
+
+@pytest.fixture
+async def make_verifier(tmp_path: Path) -> AsyncIterator[VerifierFactory]:
+    """Verifiers built the way the server builds them (`build_verifier(Settings)`), closed after."""
+    verifiers: list[TokenVerifier] = []
+
+    def factory(
+        issuer: BetterAuthIssuer,
+        *,
+        algorithms: list[str] | None = None,
+        audience: str | None = UNSET,
+        issuer_claim: str | None = UNSET,
+        **values: object,
+    ) -> TokenVerifier:
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None,
+            data_dir=tmp_path / "data",
+            auth_jwt_secret=None,
+            auth_jwks_url=issuer.jwks_url,
+            auth_issuer=issuer.issuer if issuer_claim == UNSET else issuer_claim,
+            auth_audience=issuer.audience if audience == UNSET else audience,
+            auth_algorithms=algorithms or [issuer.algorithm],
+            **values,
+        )
+        verifier = build_verifier(settings)
+        verifiers.append(verifier)
+        return verifier
+
+    yield factory
+    for verifier in verifiers:
+        await verifier.aclose()
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    timings = config.stash.get(TIMINGS, None)
+    if timings is None:
+        return
+    install = (
+        "already installed"
+        if not timings.npm_ci_seconds
+        else f"npm ci {timings.npm_ci_seconds:.1f}s"
+    )
+    starts = ", ".join(f"{alg} {seconds:.2f}s" for alg, seconds in timings.starts)
+    terminalreporter.write_line(f"better-auth issuer: {install}; node starts: {starts or 'none'}")

@@ -1,0 +1,324 @@
+"""A real Better Auth issuer (node, `better-auth` from npm) on loopback, driven from the tests."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+logger = logging.getLogger(__name__)
+
+ISSUER_DIR = Path(__file__).resolve().parent
+SCRIPT = ISSUER_DIR / "issuer.mjs"
+LOCK_FILE = ISSUER_DIR / "package-lock.json"
+NODE_MODULES = ISSUER_DIR / "node_modules"
+# Written after a successful `npm ci`: the lock file it installed, by hash.
+INSTALL_STAMP = NODE_MODULES / ".installed-lock.sha256"
+ALGORITHMS = ("EdDSA", "ES256", "ES512", "RS256", "PS256")
+MIN_NODE_MAJOR = 20
+# The audience Better Auth puts in its session cookie-cache JWTs.
+COOKIE_CACHE_AUDIENCE = "better-auth:session-cache"
+COOKIE_CACHE_TYPE = "better-auth.session-cache+jwt"
+SESSION_DATA_COOKIE = "better-auth.session_data"
+_READY = re.compile(rb"^READY (\d+)$", re.MULTILINE)
+
+
+class IssuerSetupError(RuntimeError):
+    """node/npm are missing or the issuer could not be installed or started."""
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise IssuerSetupError(
+            f"`{name}` is not on PATH: the Better Auth interop tests need Node.js >= "
+            f"{MIN_NODE_MAJOR} and npm (install the `nodejs` and `npm` packages)"
+        )
+    return path
+
+
+def node_binary() -> str:
+    """Path of a node new enough for better-auth; IssuerSetupError otherwise."""
+    node = _tool("node")
+    version = subprocess.run(
+        [node, "--version"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.strip()
+    match = re.match(r"v(\d+)\.", version)
+    if match is None or int(match.group(1)) < MIN_NODE_MAJOR:
+        raise IssuerSetupError(f"node {version} is too old: need >= {MIN_NODE_MAJOR}")
+    return node
+
+
+def _lock_digest() -> str:
+    return hashlib.sha256(LOCK_FILE.read_bytes()).hexdigest()
+
+
+def _installed() -> bool:
+    return INSTALL_STAMP.is_file() and INSTALL_STAMP.read_text().strip() == _lock_digest()
+
+
+@contextlib.contextmanager
+def _install_lock() -> Iterator[None]:
+    # Two pytest sessions at once must not run `npm ci` into the same node_modules.
+    name = hashlib.sha256(str(ISSUER_DIR).encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"better-auth-issuer-{name}.lock"
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_installed(timeout: float = 600.0) -> float:
+    """`npm ci` from package-lock.json unless node_modules already holds that lock.
+
+    Returns the seconds spent installing (0.0 when nothing had to be done).
+    """
+    node_binary()
+    npm = _tool("npm")
+    if _installed():
+        return 0.0
+    with _install_lock():
+        if _installed():
+            return 0.0
+        started = time.monotonic()
+        # The project .npmrc next to package.json keeps registry addresses out of the lock.
+        result = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=ISSUER_DIR,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "npm_config_update_notifier": "false"},
+        )
+        if result.returncode != 0:
+            raise IssuerSetupError(
+                f"`npm ci` in {ISSUER_DIR} failed ({result.returncode}):\n"
+                f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+            )
+        INSTALL_STAMP.write_text(_lock_digest() + "\n")
+        elapsed = time.monotonic() - started
+        logger.info("better_auth.npm_ci", extra={"seconds": round(elapsed, 2)})
+        return elapsed
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A Better Auth user the tests signed up."""
+
+    user_id: str
+    email: str
+    password: str
+
+
+@dataclass
+class BetterAuthIssuer:
+    """`node issuer.mjs`: Better Auth in memory with email+password and the `jwt` plugin.
+
+    `algorithm` picks `jwks.keyPairConfig.alg`; `jwt_issuer`/`jwt_audience`/`expiration` set the
+    plugin's `jwt.issuer`/`jwt.audience`/`jwt.expirationTime` (Better Auth's defaults: the base
+    URL, the base URL, 15 minutes).
+    """
+
+    log_path: Path
+    algorithm: str = "EdDSA"
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    expiration: str | None = None
+    port: int | None = None
+    startup_seconds: float | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"unsupported algorithm {self.algorithm!r}; use one of {ALGORITHMS}")
+
+    @property
+    def base_url(self) -> str:
+        """Better Auth's `baseURL`: the default `iss` and `aud` of its tokens."""
+        if self.port is None:
+            raise RuntimeError("the issuer is not running")
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def jwks_url(self) -> str:
+        return f"{self.base_url}/api/auth/jwks"
+
+    @property
+    def issuer(self) -> str:
+        """The `iss` of the access tokens (AUTH_ISSUER)."""
+        return self.jwt_issuer or self.base_url
+
+    @property
+    def audience(self) -> str:
+        """The `aud` of the access tokens (AUTH_AUDIENCE)."""
+        return self.jwt_audience or self.base_url
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start node and wait for its `READY <port>` line."""
+        node = node_binary()
+        if not NODE_MODULES.is_dir():
+            raise IssuerSetupError(f"{NODE_MODULES} is missing: call ensure_installed() first")
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("ISSUER_", "BETTER_AUTH_"))
+        }
+        env["ISSUER_JWT_ALG"] = self.algorithm
+        if self.jwt_issuer:
+            env["ISSUER_JWT_ISSUER"] = self.jwt_issuer
+        if self.jwt_audience:
+            env["ISSUER_JWT_AUDIENCE"] = self.jwt_audience
+        if self.expiration:
+            env["ISSUER_JWT_EXPIRATION"] = self.expiration
+        started = time.monotonic()
+        with self.log_path.open("ab") as log:
+            # Output goes to a file: nobody would drain a pipe once the issuer is up.
+            self.process = subprocess.Popen(
+                [node, str(SCRIPT), "0"], cwd=ISSUER_DIR, env=env, stdout=log, stderr=log
+            )
+        deadline = started + timeout
+        while time.monotonic() < deadline:
+            match = _READY.search(self.log_path.read_bytes())
+            if match is not None:
+                self.port = int(match.group(1))
+                self.startup_seconds = time.monotonic() - started
+                logger.info(
+                    "better_auth.started",
+                    extra={"algorithm": self.algorithm, "seconds": self.startup_seconds},
+                )
+                return
+            if self.process.poll() is not None:
+                raise IssuerSetupError(f"the Better Auth issuer exited early:\n{self.logs()}")
+            time.sleep(0.05)
+        self.stop()
+        raise IssuerSetupError(
+            f"the Better Auth issuer did not start in {timeout}s:\n{self.logs()}"
+        )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        self.port = None
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def _client(self) -> httpx2.AsyncClient:
+        return httpx2.AsyncClient(base_url=self.base_url, timeout=30)
+
+    async def sign_up(self, email: str, password: str, name: str) -> str:
+        """Create a user with email + password; returns Better Auth's user id."""
+        async with self._client() as http:
+            response = await http.post(
+                "/api/auth/sign-up/email", json={"email": email, "password": password, "name": name}
+            )
+        _expect_ok(response)
+        return str(response.json()["user"]["id"])
+
+    async def create_account(self, name: str = "Test User") -> Account:
+        """Sign up a fresh user with a unique email."""
+        email = f"{os.urandom(6).hex()}@example.test"
+        password = os.urandom(12).hex()
+        return Account(await self.sign_up(email, password, name), email, password)
+
+    async def _signed_in(self, http: httpx2.AsyncClient, email: str, password: str) -> None:
+        response = await http.post(
+            "/api/auth/sign-in/email", json={"email": email, "password": password}
+        )
+        _expect_ok(response)
+
+    async def token_for(self, email: str, password: str) -> str:
+        """Sign in, then fetch an access token from `GET /api/auth/token` with the session."""
+        async with self._client() as http:
+            await self._signed_in(http, email, password)
+            response = await http.get("/api/auth/token")
+        _expect_ok(response)
+        return str(response.json()["token"])
+
+    async def session_header_token(self, email: str, password: str) -> str:
+        """Sign in, then read the `set-auth-jwt` header `GET /api/auth/get-session` adds."""
+        async with self._client() as http:
+            await self._signed_in(http, email, password)
+            response = await http.get("/api/auth/get-session")
+        _expect_ok(response)
+        return response.headers["set-auth-jwt"]
+
+    async def session_cookie_cache_token(self, email: str, password: str) -> str:
+        """Sign in and return the session cookie-cache JWT (`better-auth.session_data`).
+
+        The issuer runs with `session.cookieCache.strategy = "jwt"` and
+        `jwt({sessionCookieCache: true})`, so this cookie is signed with the access-token key.
+        """
+        async with self._client() as http:
+            await self._signed_in(http, email, password)
+            cookies = {cookie.name: cookie.value for cookie in http.cookies.jar}
+        if SESSION_DATA_COOKIE in cookies:
+            return cookies[SESSION_DATA_COOKIE]
+        # A large value is split into `<name>.0`, `<name>.1`, ...
+        chunks = []
+        while f"{SESSION_DATA_COOKIE}.{len(chunks)}" in cookies:
+            chunks.append(cookies[f"{SESSION_DATA_COOKIE}.{len(chunks)}"])
+        if not chunks:
+            raise AssertionError(
+                f"no {SESSION_DATA_COOKIE} cookie after sign-in: {sorted(cookies)}"
+            )
+        return "".join(chunks)
+
+    async def jwks(self) -> dict[str, Any]:
+        async with self._client() as http:
+            response = await http.get("/api/auth/jwks")
+        _expect_ok(response)
+        document: dict[str, Any] = response.json()
+        return document
+
+    async def rotate_key(self) -> str:
+        """Add a new signing key, as the plugin's rotation does; returns its kid."""
+        async with self._client() as http:
+            response = await http.post("/test/rotate-key", json={})
+        _expect_ok(response)
+        return str(response.json()["kid"])
+
+    async def sign(
+        self, payload: Mapping[str, Any], *, override_options: Mapping[str, Any] | None = None
+    ) -> str:
+        """Sign `payload` with the plugin's own signJWT and current key (iss/aud/exp default)."""
+        body: dict[str, Any] = {"payload": dict(payload)}
+        if override_options is not None:
+            body["overrideOptions"] = dict(override_options)
+        async with self._client() as http:
+            response = await http.post("/test/sign", content=json.dumps(body))
+        _expect_ok(response)
+        return str(response.json()["token"])
+
+
+def _expect_ok(response: httpx2.Response) -> None:
+    if response.status_code != 200:
+        raise AssertionError(
+            f"{response.request.method} {response.request.url.path} -> "
+            f"{response.status_code}: {response.text[:500]}"
+        )
