@@ -156,10 +156,11 @@ def pytest_terminal_summary(
     timings = config.stash.get(TIMINGS, None)
     if timings is None:
         return
-    install = (
-        "already installed"
-        if not timings.npm_ci_seconds
-        else f"npm ci {timings.npm_ci_seconds:.1f}s"
-    )
+    if timings.npm_ci_seconds is None:
+        install = "not installed"
+    elif timings.npm_ci_seconds == 0:
+        install = "already installed"
+    else:
+        install = f"npm ci {timings.npm_ci_seconds:.1f}s"
     starts = ", ".join(f"{alg} {seconds:.2f}s" for alg, seconds in timings.starts)
     terminalreporter.write_line(f"better-auth issuer: {install}; node starts: {starts or 'none'}")

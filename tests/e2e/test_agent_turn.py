@@ -114,6 +114,7 @@ async def test_first_turn_calls_the_tool_with_the_callers_token(
     recording: RunningMcp,
     fake: FakeLLM,
     make_client: ClientFactory,
+    pg_engine: AsyncEngine,
 ) -> None:
     user_id = f"user-{uuid.uuid4().hex}"
     client = make_client(responses_server.base_url, user_id)
@@ -136,6 +137,12 @@ async def test_first_turn_calls_the_tool_with_the_callers_token(
     # The token is nowhere in what the model saw.
     for request in fake.model_requests():
         assert client.token not in json.dumps(request.json)
+    assert client.token not in responses_server.logs()
+    async with pg_engine.connect() as conn:
+        leaked = await conn.scalar(
+            text("select count(*) from chat_items where data like :t"), {"t": f"%{client.token}%"}
+        )
+    assert leaked == 0
     instructions = fake.model_requests()[0].instructions or ""
     assert "add buy milk" not in instructions and "list_tasks" in instructions
 
