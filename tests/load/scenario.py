@@ -454,6 +454,8 @@ class LoadReport:
     model_requests: int
     mcp_calls: int
     deadline_hit: bool
+    startup_seconds: float
+    verify_seconds: float
 
     @property
     def passed(self) -> bool:
@@ -492,6 +494,8 @@ class LoadReport:
             "  HTTP statuses        "
             + ", ".join(f"{code}: {n}" for code, n in sorted(self.statuses.items())),
             f"  fake model requests  {self.model_requests}   MCP tool calls {self.mcp_calls}",
+            f"  also                 server start {self.startup_seconds:.1f} s, "
+            f"checks over the API {self.verify_seconds:.1f} s",
         ]
         errors = self.errors
         lines.append("  errors by kind       " + ("none" if not errors else ""))
@@ -575,7 +579,9 @@ async def run_load(
             },
             log_path=workdir / "server.log",
         )
+        startup_started = time.perf_counter()
         await asyncio.to_thread(server.start)
+        startup_seconds = time.perf_counter() - startup_started
         exit_code: int | None = None
         try:
             async with _client(
@@ -594,6 +600,7 @@ async def run_load(
                 for outcome in outcomes:
                     if outcome.status is not None:
                         statuses[outcome.status] += 1
+                verify_started = time.perf_counter()
                 semaphore = asyncio.Semaphore(VERIFY_CONCURRENCY)
 
                 async def verify(user: LoadUser) -> list[str]:
@@ -612,6 +619,7 @@ async def run_load(
                     for problems in await asyncio.gather(*(verify(user) for user in load_users))
                     for problem in problems
                 ]
+                verify_seconds = time.perf_counter() - verify_started
         finally:
             exit_code = await asyncio.to_thread(server.stop)
         calls = list(mcp.state.calls)
@@ -664,4 +672,6 @@ async def run_load(
         model_requests=model_requests,
         mcp_calls=len(calls),
         deadline_hit=deadline_hit,
+        startup_seconds=startup_seconds,
+        verify_seconds=verify_seconds,
     )

@@ -1,0 +1,98 @@
+"""Startup validation, CORS and log hygiene."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from app.main import create_app
+from app.settings import Settings, SettingsError, load_settings
+from tests.e2e.conftest import ClientFactory
+from tests.e2e.harness import REPO_ROOT, ServerProcess
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"PORT": "not-a-port"}, "PORT"),
+        ({"OPENAI_API": "soap"}, "OPENAI_API"),
+        ({"AUTH_JWT_SECRET": "short"}, "AUTH_JWT_SECRET"),
+        ({"AUTH_ALGORITHMS": "HS256"}, "AUTH_ALGORITHMS"),
+        ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+        ({"HISTORY_LIMIT": "0"}, "HISTORY_LIMIT"),
+    ],
+)
+def test_invalid_settings_stop_startup_naming_the_setting(
+    env: dict[str, str], named: str, tmp_path: Path
+) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AUTH_", "OPENAI_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "app"],
+        cwd=REPO_ROOT,
+        env={**clean, "DATA_DIR": str(tmp_path), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert named in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_auth_modes_are_exclusive() -> None:
+    with pytest.raises(SettingsError, match="AUTH_JWKS_URL"):
+        load_settings(auth_jwks_url="https://auth.example/jwks", auth_jwt_secret="x" * 40)
+
+
+async def test_cors_allows_configured_origins_only(tmp_path: Path) -> None:
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'c.db'}",
+        data_dir=tmp_path,
+        cors_origins=["http://localhost:3000"],
+    )
+    app = create_app(settings)
+    async with httpx2.AsyncClient(
+        transport=httpx2.ASGITransport(app=app), base_url="http://test"
+    ) as http:
+        headers = {
+            "Origin": "http://localhost:3000",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        }
+        allowed = await http.options("/api/chatkit", headers=headers)
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "http://localhost:3000"
+        assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
+        refused = await http.options(
+            "/api/chatkit", headers={**headers, "Origin": "http://evil.example"}
+        )
+        assert "access-control-allow-origin" not in refused.headers
+
+
+async def test_json_logs_carry_ids_and_never_tokens_or_text(
+    offline_server: ServerProcess, make_client: ClientFactory
+) -> None:
+    user_id = f"user-{uuid.uuid4().hex}"
+    client = make_client(offline_server.base_url, user_id)
+    secret_text = f"my secret plan {uuid.uuid4().hex}"
+    await client.send(secret_text)
+    lines = offline_server.logs().splitlines()
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert all(
+        {"time", "level", "logger", "event", "request_id", "user_id"} <= set(r) for r in records
+    )
+    mine = [r for r in records if r["user_id"] == user_id]
+    assert any(r["event"] == "chatkit.request" for r in mine)
+    assert len({r["request_id"] for r in mine}) >= 1 and all(r["request_id"] != "-" for r in mine)
+    log_text = offline_server.logs()
+    assert client.token not in log_text
+    assert secret_text.split()[-1] not in log_text
+    started = [r for r in records if r["event"] == "server.started"]
+    assert started and started[0]["model_provider"] == "offline"
