@@ -96,10 +96,6 @@ def _order_by(table: Table, order: str) -> list[Any]:
     return [table.c.created_at.asc(), table.c.seq.asc()]
 
 
-def _page(rows: Sequence[Any], limit: int) -> tuple[list[Any], bool]:
-    return list(rows[:limit]), len(rows) > limit
-
-
 class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
     """ChatKit Store on Postgres or SQLite; a short transaction per method."""
 
@@ -154,28 +150,12 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: RequestContext
     ) -> Page[ThreadMetadata]:
-        limit = clamp_limit(limit)
-        query = select(_threads.c.id, _threads.c.data).where(_threads.c.user_id == context.user_id)
-        async with self._engine.connect() as conn:
-            if after:
-                cursor = (
-                    await conn.execute(
-                        select(_threads.c.created_at, _threads.c.seq).where(
-                            _threads.c.id == after, _threads.c.user_id == context.user_id
-                        )
-                    )
-                ).first()
-                if cursor is None:
-                    raise NotFoundError(f"Thread {after} not found")
-                query = query.where(_after_clause(_threads, cursor[0], cursor[1], order))
-            rows = (
-                await conn.execute(query.order_by(*_order_by(_threads, order)).limit(limit + 1))
-            ).all()
-        kept, has_more = _page(rows, limit)
+        owned = _threads.c.user_id == context.user_id
+        rows, has_more = await self._page_rows(_threads, owned, after, limit, order, "Thread")
         return Page(
-            data=[ThreadMetadata.model_validate_json(row.data) for row in kept],
+            data=[ThreadMetadata.model_validate_json(row.data) for row in rows],
             has_more=has_more,
-            after=kept[-1].id if has_more and kept else None,
+            after=rows[-1].id if has_more and rows else None,
         )
 
     async def delete_thread(self, thread_id: str, context: RequestContext) -> None:
@@ -209,28 +189,40 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
         order: str,
         context: RequestContext,
     ) -> Page[ThreadItem]:
-        limit = clamp_limit(limit)
         owned = and_(_items.c.thread_id == thread_id, _items.c.user_id == context.user_id)
-        query = select(_items.c.id, _items.c.data).where(owned)
+        rows, has_more = await self._page_rows(_items, owned, after, limit, order, "Item")
+        return Page(
+            data=[_item_adapter.validate_json(row.data) for row in rows],
+            has_more=has_more,
+            after=rows[-1].id if has_more and rows else None,
+        )
+
+    async def _page_rows(
+        self,
+        table: Table,
+        owned: ColumnElement[bool],
+        after: str | None,
+        limit: int,
+        order: str,
+        kind: str,
+    ) -> tuple[list[Any], bool]:
+        """A page of (id, data) rows among `owned`, strictly after row `after`; and has_more."""
+        limit = clamp_limit(limit)
+        query = select(table.c.id, table.c.data).where(owned)
         async with self._engine.connect() as conn:
             if after:
                 cursor = (
                     await conn.execute(
-                        select(_items.c.created_at, _items.c.seq).where(owned, _items.c.id == after)
+                        select(table.c.created_at, table.c.seq).where(owned, table.c.id == after)
                     )
                 ).first()
                 if cursor is None:
-                    raise NotFoundError(f"Item {after} not found")
-                query = query.where(_after_clause(_items, cursor[0], cursor[1], order))
+                    raise NotFoundError(f"{kind} {after} not found")
+                query = query.where(_after_clause(table, cursor[0], cursor[1], order))
             rows = (
-                await conn.execute(query.order_by(*_order_by(_items, order)).limit(limit + 1))
+                await conn.execute(query.order_by(*_order_by(table, order)).limit(limit + 1))
             ).all()
-        kept, has_more = _page(rows, limit)
-        return Page(
-            data=[_item_adapter.validate_json(row.data) for row in kept],
-            has_more=has_more,
-            after=kept[-1].id if has_more and kept else None,
-        )
+        return list(rows[:limit]), len(rows) > limit
 
     async def add_thread_item(
         self, thread_id: str, item: ThreadItem, context: RequestContext

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -129,9 +130,9 @@ async def make_verifier(tmp_path: Path) -> AsyncIterator[VerifierFactory]:
         algorithms: list[str] | None = None,
         audience: str | None = UNSET,
         issuer_claim: str | None = UNSET,
-        **values: object,
+        **values: Any,
     ) -> TokenVerifier:
-        settings = Settings(  # type: ignore[call-arg]
+        settings = Settings(
             _env_file=None,
             data_dir=tmp_path / "data",
             auth_jwt_secret=None,

@@ -276,11 +276,11 @@ class BetterAuthIssuer:
         """
         async with self._client() as http:
             await self._signed_in(http, email, password)
-            cookies = {cookie.name: cookie.value for cookie in http.cookies.jar}
+            cookies = {cookie.name: cookie.value or "" for cookie in http.cookies.jar}
         if SESSION_DATA_COOKIE in cookies:
             return cookies[SESSION_DATA_COOKIE]
         # A large value is split into `<name>.0`, `<name>.1`, ...
-        chunks = []
+        chunks: list[str] = []
         while f"{SESSION_DATA_COOKIE}.{len(chunks)}" in cookies:
             chunks.append(cookies[f"{SESSION_DATA_COOKIE}.{len(chunks)}"])
         if not chunks:

@@ -1,31 +1,42 @@
-import asyncio, tempfile, sys
+import asyncio
+import sys
+import tempfile
 from pathlib import Path
-from tests.load.scenario import run_load
+
+import asyncpg
+
 from tests.load.load_test import _create_database
+from tests.load.scenario import run_load
 from tests.pg_cluster import start_cluster
 
 
-async def main():
+async def sample(dsn: str, stop: asyncio.Event) -> None:
+    conn = await asyncpg.connect(dsn)
+    t = 0
+    while not stop.is_set():
+        rows = await conn.fetch(
+            "SELECT coalesce(state,'-') s, coalesce(wait_event_type,'-') w, coalesce(wait_event,'-') e, count(*) n,"
+            " round(max(extract(epoch from now()-state_change))::numeric,2) oldest"
+            " FROM pg_stat_activity WHERE datname='chatkit_load' AND pid <> pg_backend_pid() GROUP BY 1,2,3 ORDER BY 4 DESC"
+        )
+        print(t, "  ".join(f"{r['s']}/{r['e']}:{r['n']}(max {r['oldest']}s)" for r in rows), flush=True)
+        t += 1
+        await asyncio.sleep(1)
+    await conn.close()
+
+
+async def main() -> None:
+    users = int(sys.argv[1])
+    env = dict(a.split("=", 1) for a in sys.argv[2:])
     c = start_cluster()
     try:
         url = await _create_database(c)
-        for users, turns in [(1, 4), (5, 4)]:
-            r = await run_load(
-                database_url=url,
-                workdir=Path(tempfile.mkdtemp()),
-                users=users,
-                turns=turns,
-                log_level="INFO",
-            )
-            for o in sorted(r.outcomes, key=lambda o: (o.turn, o.user_id)):
-                print(
-                    o.user_id[-4:],
-                    o.turn,
-                    round(o.seconds * 1000),
-                    round((o.first_token_seconds or 0) * 1000),
-                    o.error,
-                )
-            print(r.server_log)
+        stop = asyncio.Event()
+        sampler = asyncio.create_task(sample(url.replace("+asyncpg", ""), stop))
+        r = await run_load(database_url=url, workdir=Path(tempfile.mkdtemp()), users=users, turns=3, server_env=env)
+        stop.set()
+        await sampler
+        print(r.render())
     finally:
         c.destroy()
 
