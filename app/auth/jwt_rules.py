@@ -21,6 +21,9 @@ MAX_KID_CHARS = 256
 # Header parameters that point the verifier at keys chosen by the token's author, or that
 # demand extensions we do not implement. A token carrying any of them is refused outright.
 FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "crit", "b64"})
+# Token types an access token may declare. Anything else (Better Auth's session cookie cache,
+# `better-auth.session-cache+jwt`, is signed with the same key) is another kind of token.
+ACCESS_TOKEN_TYPES = frozenset({"jwt", "at+jwt", "application/at+jwt"})
 
 _SIGNATURE_ONLY: Options = {
     "verify_signature": True,
@@ -61,6 +64,9 @@ def read_header(token: str, *, algorithms: Collection[str]) -> TokenHeader:
         raise AuthenticationError("token algorithm not allowed")
     if FORBIDDEN_HEADERS.intersection(header):
         raise AuthenticationError("unsupported token header")
+    typ = header.get("typ")
+    if typ is not None and (not isinstance(typ, str) or typ.lower() not in ACCESS_TOKEN_TYPES):
+        raise AuthenticationError("not an access token")
     kid = header.get("kid")
     if kid is not None and (not isinstance(kid, str) or not kid or len(kid) > MAX_KID_CHARS):
         raise AuthenticationError("invalid key id")

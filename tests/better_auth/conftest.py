@@ -12,7 +12,12 @@ import pytest
 from app.auth.base import TokenVerifier
 from app.auth.factory import build_verifier
 from app.settings import Settings
-from tests.better_auth.issuer import BetterAuthIssuer, IssuerSetupError, ensure_installed
+from tests.better_auth.issuer import (
+    BetterAuthIssuer,
+    IssuerConfig,
+    IssuerSetupError,
+    ensure_installed,
+)
 
 UNSET = "<unset>"
 
@@ -34,40 +39,22 @@ class IssuerPool:
     def __init__(self, log_dir: Path, timings: IssuerTimings) -> None:
         self._log_dir = log_dir
         self._timings = timings
-        self._shared: dict[tuple[str, str | None, str | None, str | None], BetterAuthIssuer] = {}
+        self._shared: dict[IssuerConfig, BetterAuthIssuer] = {}
         self._all: list[BetterAuthIssuer] = []
 
-    def shared(
-        self,
-        algorithm: str = "EdDSA",
-        *,
-        jwt_issuer: str | None = None,
-        jwt_audience: str | None = None,
-        expiration: str | None = None,
-    ) -> BetterAuthIssuer:
-        """An issuer other tests may use too: never rotate its key or change its state."""
-        key = (algorithm, jwt_issuer, jwt_audience, expiration)
-        if key not in self._shared:
-            self._shared[key] = self.new(
-                algorithm, jwt_issuer=jwt_issuer, jwt_audience=jwt_audience, expiration=expiration
-            )
-        return self._shared[key]
+    def shared(self, config: IssuerConfig | None = None) -> BetterAuthIssuer:
+        """An issuer other tests use too: never rotate its key or change its state."""
+        config = config or IssuerConfig()
+        if config not in self._shared:
+            self._shared[config] = self.new(config)
+        return self._shared[config]
 
-    def new(
-        self,
-        algorithm: str = "EdDSA",
-        *,
-        jwt_issuer: str | None = None,
-        jwt_audience: str | None = None,
-        expiration: str | None = None,
-    ) -> BetterAuthIssuer:
+    def new(self, config: IssuerConfig | None = None) -> BetterAuthIssuer:
         """A fresh issuer of the caller's own (e.g. to rotate its key)."""
+        config = config or IssuerConfig()
         issuer = BetterAuthIssuer(
-            log_path=self._log_dir / f"issuer-{len(self._all)}-{algorithm}.log",
-            algorithm=algorithm,
-            jwt_issuer=jwt_issuer,
-            jwt_audience=jwt_audience,
-            expiration=expiration,
+            log_path=self._log_dir / f"issuer-{len(self._all)}-{config.algorithm}.log",
+            config=config,
         )
         self._all.append(issuer)
         try:
@@ -75,7 +62,7 @@ class IssuerPool:
         except IssuerSetupError as exc:
             pytest.fail(str(exc), pytrace=False)
         assert issuer.startup_seconds is not None
-        self._timings.starts.append((algorithm, issuer.startup_seconds))
+        self._timings.starts.append((config.algorithm, issuer.startup_seconds))
         return issuer
 
     def stop_all(self) -> None:
@@ -113,7 +100,7 @@ def issuers(
 @pytest.fixture(scope="session")
 def better_auth(issuers: IssuerPool) -> BetterAuthIssuer:
     """The default configuration: EdDSA, iss = aud = baseURL, 15-minute tokens."""
-    return issuers.shared("EdDSA")
+    return issuers.shared(IssuerConfig())
 
 
 VerifierFactory = Callable[..., TokenVerifier]

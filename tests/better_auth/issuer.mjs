@@ -10,6 +10,7 @@
 //   ISSUER_JWT_ISSUER      `iss` of access tokens (default: baseURL)
 //   ISSUER_JWT_AUDIENCE    `aud` of access tokens (default: baseURL)
 //   ISSUER_JWT_EXPIRATION  lifetime of access tokens, e.g. "15m" (Better Auth's default)
+//   ISSUER_JWKS_ROTATION_SECONDS  jwks.rotationInterval: a new key once the newest is this old
 //   ISSUER_SECRET          Better Auth's secret (default: random per process)
 //
 // Test-only endpoints, outside Better Auth's /api/auth namespace:
@@ -66,6 +67,11 @@ function jwtOptions() {
   if (process.env.ISSUER_JWT_AUDIENCE) options.jwt.audience = process.env.ISSUER_JWT_AUDIENCE;
   if (process.env.ISSUER_JWT_EXPIRATION) {
     options.jwt.expirationTime = process.env.ISSUER_JWT_EXPIRATION;
+  }
+  if (process.env.ISSUER_JWKS_ROTATION_SECONDS) {
+    const seconds = Number(process.env.ISSUER_JWKS_ROTATION_SECONDS);
+    if (!(seconds > 0)) throw new Error("ISSUER_JWKS_ROTATION_SECONDS must be a positive number");
+    options.jwks.rotationInterval = seconds;
   }
   return options;
 }
@@ -138,7 +144,7 @@ async function main() {
 
   handle = async (request, response) => {
     const path = new URL(request.url, "http://127.0.0.1").pathname;
-    const route = routes[path];
+    const route = Object.hasOwn(routes, path) ? routes[path] : undefined;
     if (route) {
       if (request.method !== "POST") return sendJson(response, 405, { error: "POST only" });
       return sendJson(response, 200, await route(await readJson(request)));

@@ -30,7 +30,8 @@ NODE_MODULES = ISSUER_DIR / "node_modules"
 # Written after a successful `npm ci`: the lock file it installed, by hash.
 INSTALL_STAMP = NODE_MODULES / ".installed-lock.sha256"
 ALGORITHMS = ("EdDSA", "ES256", "ES512", "RS256", "PS256")
-MIN_NODE_MAJOR = 20
+# @noble/hashes (a better-auth dependency) declares node >= 20.19.
+MIN_NODE_VERSION = (20, 19)
 # The audience Better Auth puts in its session cookie-cache JWTs.
 COOKIE_CACHE_AUDIENCE = "better-auth:session-cache"
 COOKIE_CACHE_TYPE = "better-auth.session-cache+jwt"
@@ -47,7 +48,7 @@ def _tool(name: str) -> str:
     if path is None:
         raise IssuerSetupError(
             f"`{name}` is not on PATH: the Better Auth interop tests need Node.js >= "
-            f"{MIN_NODE_MAJOR} and npm (install the `nodejs` and `npm` packages)"
+            f"{_dotted(MIN_NODE_VERSION)} and npm (install the `nodejs` and `npm` packages)"
         )
     return path
 
@@ -58,10 +59,17 @@ def node_binary() -> str:
     version = subprocess.run(
         [node, "--version"], capture_output=True, text=True, check=True, timeout=30
     ).stdout.strip()
-    match = re.match(r"v(\d+)\.", version)
-    if match is None or int(match.group(1)) < MIN_NODE_MAJOR:
-        raise IssuerSetupError(f"node {version} is too old: need >= {MIN_NODE_MAJOR}")
+    match = re.match(r"v(\d+)\.(\d+)\.", version)
+    if match is None or (int(match.group(1)), int(match.group(2))) < MIN_NODE_VERSION:
+        raise IssuerSetupError(
+            f"node {version} is too old: the Better Auth interop tests need >= "
+            f"{_dotted(MIN_NODE_VERSION)}"
+        )
     return node
+
+
+def _dotted(version: tuple[int, ...]) -> str:
+    return ".".join(str(part) for part in version)
 
 
 def _lock_digest() -> str:
@@ -127,27 +135,52 @@ class Account:
     password: str
 
 
-@dataclass
-class BetterAuthIssuer:
-    """`node issuer.mjs`: Better Auth in memory with email+password and the `jwt` plugin.
+@dataclass(frozen=True, slots=True)
+class IssuerConfig:
+    """Options of the Better Auth `jwt` plugin the issuer runs with (None: Better Auth's default).
 
-    `algorithm` picks `jwks.keyPairConfig.alg`; `jwt_issuer`/`jwt_audience`/`expiration` set the
-    plugin's `jwt.issuer`/`jwt.audience`/`jwt.expirationTime` (Better Auth's defaults: the base
-    URL, the base URL, 15 minutes).
+    `algorithm` -> `jwks.keyPairConfig.alg`; `jwt_issuer`/`jwt_audience`/`expiration` ->
+    `jwt.issuer`/`jwt.audience`/`jwt.expirationTime` (defaults: the base URL, the base URL,
+    15 minutes); `rotation_seconds` -> `jwks.rotationInterval` (default: no rotation).
     """
 
-    log_path: Path
     algorithm: str = "EdDSA"
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     expiration: str | None = None
-    port: int | None = None
-    startup_seconds: float | None = None
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    rotation_seconds: int | None = None
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"unsupported algorithm {self.algorithm!r}; use one of {ALGORITHMS}")
+
+    def environment(self) -> dict[str, str]:
+        """The ISSUER_* variables issuer.mjs reads."""
+        values = {
+            "ISSUER_JWT_ALG": self.algorithm,
+            "ISSUER_JWT_ISSUER": self.jwt_issuer,
+            "ISSUER_JWT_AUDIENCE": self.jwt_audience,
+            "ISSUER_JWT_EXPIRATION": self.expiration,
+            "ISSUER_JWKS_ROTATION_SECONDS": (
+                str(self.rotation_seconds) if self.rotation_seconds is not None else None
+            ),
+        }
+        return {name: value for name, value in values.items() if value is not None}
+
+
+@dataclass
+class BetterAuthIssuer:
+    """`node issuer.mjs`: Better Auth in memory with email+password and the `jwt` plugin."""
+
+    log_path: Path
+    config: IssuerConfig = field(default_factory=IssuerConfig)
+    port: int | None = None
+    startup_seconds: float | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def algorithm(self) -> str:
+        return self.config.algorithm
 
     @property
     def base_url(self) -> str:
@@ -163,12 +196,12 @@ class BetterAuthIssuer:
     @property
     def issuer(self) -> str:
         """The `iss` of the access tokens (AUTH_ISSUER)."""
-        return self.jwt_issuer or self.base_url
+        return self.config.jwt_issuer or self.base_url
 
     @property
     def audience(self) -> str:
         """The `aud` of the access tokens (AUTH_AUDIENCE)."""
-        return self.jwt_audience or self.base_url
+        return self.config.jwt_audience or self.base_url
 
     def start(self, timeout: float = 60.0) -> None:
         """Start node and wait for its `READY <port>` line."""
@@ -180,13 +213,7 @@ class BetterAuthIssuer:
             for key, value in os.environ.items()
             if not key.startswith(("ISSUER_", "BETTER_AUTH_"))
         }
-        env["ISSUER_JWT_ALG"] = self.algorithm
-        if self.jwt_issuer:
-            env["ISSUER_JWT_ISSUER"] = self.jwt_issuer
-        if self.jwt_audience:
-            env["ISSUER_JWT_AUDIENCE"] = self.jwt_audience
-        if self.expiration:
-            env["ISSUER_JWT_EXPIRATION"] = self.expiration
+        env.update(self.config.environment())
         started = time.monotonic()
         with self.log_path.open("ab") as log:
             # Output goes to a file: nobody would drain a pipe once the issuer is up.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -17,7 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.errors import AuthenticationError
 from tests.better_auth.conftest import IssuerPool, VerifierFactory
-from tests.better_auth.issuer import COOKIE_CACHE_AUDIENCE, COOKIE_CACHE_TYPE, BetterAuthIssuer
+from tests.better_auth.issuer import (
+    COOKIE_CACHE_AUDIENCE,
+    COOKIE_CACHE_TYPE,
+    BetterAuthIssuer,
+    IssuerConfig,
+)
 from tests.e2e.harness import ChatKitClient, ServerProcess
 
 API_AUDIENCE = "https://api.example.test"
@@ -51,7 +57,7 @@ async def verify_with_jwks(issuer: BetterAuthIssuer, token: str) -> dict[str, An
 async def test_access_token_is_accepted(
     issuers: IssuerPool, make_verifier: VerifierFactory, algorithm: str
 ) -> None:
-    issuer = issuers.shared(algorithm)
+    issuer = issuers.shared(IssuerConfig(algorithm=algorithm))
     account = await issuer.create_account()
     token = await issuer.token_for(account.email, account.password)
 
@@ -86,7 +92,7 @@ async def test_token_of_another_algorithm_is_refused(
 async def test_rotated_key_is_accepted_by_the_same_verifier(
     issuers: IssuerPool, make_verifier: VerifierFactory
 ) -> None:
-    issuer = issuers.new("EdDSA")  # its own: rotation must not leak into other tests
+    issuer = issuers.new()  # its own: rotation must not leak into other tests
     account = await issuer.create_account()
     verifier = make_verifier(issuer)
     before = await issuer.token_for(account.email, account.password)
@@ -102,6 +108,24 @@ async def test_rotated_key_is_accepted_by_the_same_verifier(
 
     assert (await verifier.verify(after)).user_id == account.user_id
     # The old key stays published for Better Auth's grace period: its tokens still pass.
+    assert (await verifier.verify(before)).user_id == account.user_id
+
+
+async def test_rotation_interval_of_better_auth_is_followed(
+    issuers: IssuerPool, make_verifier: VerifierFactory
+) -> None:
+    # Better Auth's own rotation (`jwks.rotationInterval`): once the newest key is older than
+    # the interval, the next token is signed with a newly created key.
+    issuer = issuers.new(IssuerConfig(rotation_seconds=1))
+    account = await issuer.create_account()
+    verifier = make_verifier(issuer)
+    before = await issuer.token_for(account.email, account.password)
+    assert (await verifier.verify(before)).user_id == account.user_id
+
+    await asyncio.sleep(1.2)
+    after = await issuer.token_for(account.email, account.password)
+    assert header_of(after)["kid"] != header_of(before)["kid"]
+    assert (await verifier.verify(after)).user_id == account.user_id
     assert (await verifier.verify(before)).user_id == account.user_id
 
 
@@ -121,8 +145,14 @@ async def test_session_cookie_cache_token_is_refused(
     assert claims["sub"] == account.user_id
     assert (await verify_with_jwks(better_auth, cookie))["sub"] == account.user_id
 
-    with pytest.raises(AuthenticationError, match="audience"):
+    with pytest.raises(AuthenticationError, match="not an access token"):
         await make_verifier(better_auth).verify(cookie)
+    # Refused by its type even where no audience is configured to tell it apart.
+    with pytest.raises(AuthenticationError, match="not an access token"):
+        await make_verifier(better_auth, audience=None).verify(cookie)
+    assert (await make_verifier(better_auth, audience=None).verify(access)).user_id == (
+        account.user_id
+    )
 
 
 async def test_token_for_another_audience_is_refused(
@@ -141,7 +171,7 @@ async def test_token_for_another_audience_is_refused(
 async def test_configured_issuer_and_audience(
     issuers: IssuerPool, make_verifier: VerifierFactory
 ) -> None:
-    issuer = issuers.shared("EdDSA", jwt_issuer=AUTH_ISSUER, jwt_audience=API_AUDIENCE)
+    issuer = issuers.shared(IssuerConfig(jwt_issuer=AUTH_ISSUER, jwt_audience=API_AUDIENCE))
     account = await issuer.create_account()
     token = await issuer.token_for(account.email, account.password)
     assert claims_of(token)["iss"] == AUTH_ISSUER
@@ -167,7 +197,7 @@ async def test_expired_token_is_refused(
 async def test_expiration_longer_than_our_limit_is_refused(
     issuers: IssuerPool, make_verifier: VerifierFactory
 ) -> None:
-    issuer = issuers.shared("EdDSA", expiration="2h")
+    issuer = issuers.shared(IssuerConfig(expiration="2h"))
     account = await issuer.create_account()
     token = await issuer.token_for(account.email, account.password)
     assert claims_of(token)["exp"] - claims_of(token)["iat"] == 7200
@@ -262,28 +292,38 @@ async def test_server_refuses_bad_better_auth_tokens(
     alice, bob = await better_auth.create_account("Alice"), await better_auth.create_account("Bob")
     good = await better_auth.token_for(alice.email, alice.password)
     now = int(time.time())
-    bad = {
-        "expired": await better_auth.sign(
-            {"sub": alice.user_id, "iat": now - 3600, "exp": now - 600}
+    # (case, token, the reason the server gives): each must fail for its own reason.
+    bad = [
+        (
+            "expired",
+            await better_auth.sign({"sub": alice.user_id, "iat": now - 3600, "exp": now - 600}),
+            "token expired",
         ),
-        "forged key": forge_with_own_key(good),
-        "edited subject": with_subject(good, bob.user_id),
-        "other audience": await better_auth.sign(
-            {"sub": alice.user_id, "iat": now, "aud": "https://other.example.test"}
+        ("signed with another key", forge_with_own_key(good), "invalid signature"),
+        ("subject edited", with_subject(good, bob.user_id), "invalid signature"),
+        (
+            "another audience",
+            await better_auth.sign(
+                {"sub": alice.user_id, "iat": now, "aud": "https://other.example.test"}
+            ),
+            "invalid token audience",
         ),
-        "session cookie cache": await better_auth.session_cookie_cache_token(
-            alice.email, alice.password
+        (
+            "session cookie cache",
+            await better_auth.session_cookie_cache_token(alice.email, alice.password),
+            "not an access token",
         ),
-    }
-    for name, token in bad.items():
+    ]
+    for case, token, reason in bad:
         client = ChatKitClient(better_auth_server.base_url, token)
         try:
             response = await client.request("threads.list", {"limit": 10})
         finally:
             await client.aclose()
-        assert response.status_code == 401, name
-        assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"', name
-        assert response.json()["type"] == "invalid_token", name
+        assert response.status_code == 401, case
+        assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"', case
+        assert response.json()["type"] == "invalid_token", case
+        assert response.json()["message"] == reason, case
 
     client = ChatKitClient(better_auth_server.base_url, good)
     try:

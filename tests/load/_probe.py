@@ -19,7 +19,11 @@ async def sample(dsn: str, stop: asyncio.Event) -> None:
             " round(max(extract(epoch from now()-state_change))::numeric,2) oldest"
             " FROM pg_stat_activity WHERE datname='chatkit_load' AND pid <> pg_backend_pid() GROUP BY 1,2,3 ORDER BY 4 DESC"
         )
-        print(t, "  ".join(f"{r['s']}/{r['e']}:{r['n']}(max {r['oldest']}s)" for r in rows), flush=True)
+        print(
+            t,
+            "  ".join(f"{r['s']}/{r['e']}:{r['n']}(max {r['oldest']}s)" for r in rows),
+            flush=True,
+        )
         t += 1
         await asyncio.sleep(1)
     await conn.close()
@@ -33,9 +37,25 @@ async def main() -> None:
         url = await _create_database(c)
         stop = asyncio.Event()
         sampler = asyncio.create_task(sample(url.replace("+asyncpg", ""), stop))
-        r = await run_load(database_url=url, workdir=Path(tempfile.mkdtemp()), users=users, turns=3, server_env=env)
+        q = "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_fetched FROM pg_stat_database WHERE datname='chatkit_load'"
+        a = await asyncpg.connect(url.replace("+asyncpg", ""))
+        before = dict(await a.fetchrow(q))
+        r = await run_load(
+            database_url=url, workdir=Path(tempfile.mkdtemp()), users=users, turns=3, server_env=env
+        )
         stop.set()
         await sampler
+        await asyncio.sleep(1)
+        after = dict(await a.fetchrow(q))
+        print(
+            {k: after[k] - before[k] for k in after},
+            "per turn:",
+            {k: round((after[k] - before[k]) / (users * 3), 1) for k in after},
+        )
+        for row in await a.fetch(
+            "SELECT relname, seq_scan, seq_tup_read, idx_scan, n_live_tup FROM pg_stat_user_tables ORDER BY seq_tup_read DESC"
+        ):
+            print(dict(row))
         print(r.render())
     finally:
         c.destroy()

@@ -54,6 +54,7 @@ async def main(args: argparse.Namespace) -> int:
             turns=args.turns,
             deadline_seconds=args.deadline,
             turn_timeout_seconds=args.turn_timeout,
+            model_delay_seconds=args.model_delay,
             log_level=args.log_level,
         )
     finally:
@@ -75,6 +76,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--turn-timeout", type=float, default=120.0, help="seconds per turn (default 120)"
+    )
+    parser.add_argument(
+        "--model-delay",
+        type=float,
+        default=0.0,
+        help="seconds before every model answer, as a slower model (default 0)",
     )
     parser.add_argument(
         "--log-level", default="WARNING", help="the server's LOG_LEVEL (default WARNING)"

@@ -18,7 +18,7 @@ import secrets
 import signal
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,7 +138,9 @@ class _TurnWatch:
             if isinstance(event.item, AssistantMessageItem):
                 self.answers.append("".join(part.text for part in event.item.content))
         elif isinstance(event, ErrorEvent):
-            self.error_messages.append(event.message or event.code)
+            self.error_messages.append(
+                event.message or f"code {getattr(event.code, 'value', event.code)}, no message"
+            )
 
     def problem(self, expected_answer: str) -> tuple[str, str] | None:
         """The error kind and detail of a turn that streamed to its end, or None when right."""
@@ -448,6 +450,8 @@ class LoadReport:
     wall_seconds: float
     outcomes: list[TurnOutcome]
     statuses: Counter[int]
+    health_seconds: list[float]
+    """How long GET /health took, sampled during the load: the server's event-loop lag."""
     checks: list[Check]
     server_log: Path
     server_log_summary: Counter[str]
@@ -478,45 +482,55 @@ class LoadReport:
         ok = self.ok_turns
         turn_ms = [outcome.seconds * 1000 for outcome in ok]
         ttft_ms = [o.first_token_seconds * 1000 for o in ok if o.first_token_seconds is not None]
+        health_ms = [seconds * 1000 for seconds in self.health_seconds]
         rate = len(ok) / self.wall_seconds if self.wall_seconds else 0.0
         lines = [
             f"load test: {self.users} users x {self.turns} turns, all at once, one server process",
             f"  wall time            {self.wall_seconds:.1f} s"
             + ("  (global deadline hit)" if self.deadline_hit else ""),
             f"  turns ok             {len(ok)} of {self.users * self.turns}  ({rate:.1f} turns/s)",
-            "  turn time            "
-            + "  ".join(
-                f"{name} {percentile(turn_ms, q):.0f} ms"
-                for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
-            ),
-            f"  first token          p50 {percentile(ttft_ms, 0.5):.0f} ms  "
-            f"p99 {percentile(ttft_ms, 0.99):.0f} ms  (first assistant text delta)",
+            f"  turn time            {_quantiles(turn_ms, ('p50', 'p90', 'p99', 'max'))}",
+            f"  first token          {_quantiles(ttft_ms, ('p50', 'p99'))}"
+            "  (first assistant text delta)",
+            f"  GET /health          {_quantiles(health_ms, ('p50', 'max'))}"
+            f"  ({len(health_ms)} samples during the load)",
             "  HTTP statuses        "
             + ", ".join(f"{code}: {n}" for code, n in sorted(self.statuses.items())),
             f"  fake model requests  {self.model_requests}   MCP tool calls {self.mcp_calls}",
             f"  also                 server start {self.startup_seconds:.1f} s, "
             f"checks over the API {self.verify_seconds:.1f} s",
+            "  errors by kind" + ("       none" if not self.errors else ""),
         ]
-        errors = self.errors
-        lines.append("  errors by kind       " + ("none" if not errors else ""))
-        for kind, count in errors.most_common():
+        for kind, count in self.errors.most_common():
             example = next((o for o in self.outcomes if o.error == kind), None)
             where = (
                 f"  e.g. {example.user_id} turn {example.turn}: {example.detail}" if example else ""
             )
-            lines.append(f"    {count:>5}  {kind}{where}"[:400])
+            lines.append(_line(f"    {count:>5}  {kind}{where}"))
         lines.append(f"  server log           {self.server_log}")
         for entry, count in self.server_log_summary.most_common(10):
-            lines.append(f"    {count:>5}  {entry}")
+            lines.append(_line(f"    {count:>5}  {entry}"))
         lines.append("checks")
         for check in self.checks:
             lines.append(f"  {'PASS' if check.passed else 'FAIL'}  {check.name}")
-            for failure in check.failures[:SHOWN_FAILURES]:
-                lines.append(f"          {failure}"[:400])
+            lines += [_line(f"          {failure}") for failure in check.failures[:SHOWN_FAILURES]]
             if len(check.failures) > SHOWN_FAILURES:
                 lines.append(f"          (+{len(check.failures) - SHOWN_FAILURES} more)")
         lines.append("PASSED" if self.passed else "FAILED")
         return "\n".join(lines)
+
+
+_QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99, "max": 1.0}
+
+
+def _quantiles(samples_ms: Sequence[float], names: Sequence[str]) -> str:
+    return "  ".join(f"{name} {percentile(samples_ms, _QUANTILES[name]):.0f} ms" for name in names)
+
+
+def _line(text: str, width: int = 300) -> str:
+    """One line of the report: the first line of `text`, cut to `width`."""
+    first = text.splitlines()[0] if text else ""
+    return first if len(first) <= width else first[: width - 1] + "…"
 
 
 # ------------------------------------------------------------------ the whole run
@@ -532,6 +546,100 @@ def _client(base_url: str, *, users: int, timeout_seconds: float) -> httpx2.Asyn
     )
 
 
+def _responder(model_delay_seconds: float) -> Callable[[RecordedRequest], Reply]:
+    if not model_delay_seconds:
+        return add_task_responder
+    return lambda request: add_task_responder(request).with_faults(delay_before=model_delay_seconds)
+
+
+async def _sample_health(
+    http: httpx2.AsyncClient, samples: list[float], *, every_seconds: float = 0.5
+) -> None:
+    """Time GET /health until cancelled: it does no I/O, so its latency is the loop's lag."""
+    while True:
+        started = time.perf_counter()
+        with contextlib.suppress(httpx2.HTTPError):
+            await http.get("/health", timeout=30.0)
+            samples.append(time.perf_counter() - started)
+        await asyncio.sleep(every_seconds)
+
+
+async def _verify_all(
+    http: httpx2.AsyncClient,
+    users: Sequence[LoadUser],
+    thread_ids: Mapping[str, str],
+    *,
+    turns: int,
+    statuses: Counter[int],
+    timeout_seconds: float,
+) -> list[str]:
+    semaphore = asyncio.Semaphore(VERIFY_CONCURRENCY)
+
+    async def verify(user: LoadUser) -> list[str]:
+        async with semaphore:
+            return await verify_user(
+                http,
+                user,
+                thread_ids.get(user.user_id),
+                turns=turns,
+                statuses=statuses,
+                timeout_seconds=timeout_seconds,
+            )
+
+    results = await asyncio.gather(*(verify(user) for user in users))
+    return [problem for problems in results for problem in problems]
+
+
+def _checks(
+    *,
+    users: Sequence[LoadUser],
+    turns: int,
+    outcomes: Sequence[TurnOutcome],
+    crashes: Sequence[str],
+    statuses: Counter[int],
+    thread_problems: Sequence[str],
+    calls: Sequence[ToolCallRecord],
+    log_summary: Counter[str],
+    exit_code: int | None,
+) -> list[Check]:
+    errors = Counter(outcome.error for outcome in outcomes if outcome.error)
+    never_ran = len(users) * turns - len(outcomes)
+    return [
+        Check(
+            "every turn ran and completed without error",
+            tuple(f"{n} turns: {kind}" for kind, n in errors.most_common())
+            + tuple(crashes)
+            + ((f"{never_ran} turns never ran",) if never_ran else ()),
+        ),
+        Check(
+            "zero 5xx responses",
+            tuple(f"HTTP {code}: {n}" for code, n in sorted(statuses.items()) if code >= 500),
+        ),
+        Check(
+            "zero error events",
+            tuple(
+                f"{o.user_id} turn {o.turn}: {o.detail}"
+                for o in outcomes
+                if o.error == "error event"
+            ),
+        ),
+        Check(
+            f"every thread holds exactly {turns} user and {turns} assistant messages, "
+            "in order, no duplicated ids",
+            tuple(thread_problems),
+        ),
+        *check_tool_calls(calls, users, turns=turns),
+        Check(
+            "no ERROR lines in the server log",
+            tuple(f"{n} x {e}" for e, n in log_summary.items() if not e.startswith("WARNING")),
+        ),
+        Check(
+            "the server stopped cleanly",
+            () if exit_code in CLEAN_EXIT_CODES else (f"exit code {exit_code}",),
+        ),
+    ]
+
+
 async def run_load(
     *,
     database_url: str,
@@ -541,13 +649,15 @@ async def run_load(
     deadline_seconds: float = 600.0,
     turn_timeout_seconds: float = 120.0,
     call_timeout_seconds: float = 60.0,
+    model_delay_seconds: float = 0.0,
     log_level: str = "WARNING",
     server_env: Mapping[str, str] | None = None,
 ) -> LoadReport:
     """Start the fake model, the recording MCP server and one server process; load; verify.
 
-    `call_timeout_seconds` bounds each read and each non-streaming call; `server_env` adds or
-    overrides server settings (e.g. to try a larger pool).
+    `call_timeout_seconds` bounds each read and each non-streaming call;
+    `model_delay_seconds` delays every model answer (a slower model); `server_env` adds or
+    overrides server settings.
     """
     if users < 1 or turns < 1:
         raise ValueError("users and turns must be at least 1")
@@ -560,8 +670,9 @@ async def run_load(
     ]
     workdir.mkdir(parents=True, exist_ok=True)
     statuses: Counter[int] = Counter()
+    health_seconds: list[float] = []
     with FakeLLM() as fake, serve_recording_mcp(secret) as mcp:
-        fake.responder = add_task_responder
+        fake.responder = _responder(model_delay_seconds)
         server = ServerProcess(
             env={
                 "DATABASE_URL": database_url,
@@ -582,96 +693,65 @@ async def run_load(
         startup_started = time.perf_counter()
         await asyncio.to_thread(server.start)
         startup_seconds = time.perf_counter() - startup_started
-        exit_code: int | None = None
         try:
             async with _client(
                 server.base_url, users=users, timeout_seconds=call_timeout_seconds
             ) as http:
+                health = asyncio.create_task(_sample_health(http, health_seconds))
                 started = time.perf_counter()
-                outcomes, thread_ids, crashes = await run_users(
+                try:
+                    outcomes, thread_ids, crashes = await run_users(
+                        http,
+                        load_users,
+                        turns=turns,
+                        deadline_seconds=deadline_seconds,
+                        turn_timeout_seconds=turn_timeout_seconds,
+                    )
+                finally:
+                    wall_seconds = time.perf_counter() - started
+                    health.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await health
+                statuses.update(o.status for o in outcomes if o.status is not None)
+                verify_started = time.perf_counter()
+                thread_problems = await _verify_all(
                     http,
                     load_users,
+                    thread_ids,
                     turns=turns,
-                    deadline_seconds=deadline_seconds,
-                    turn_timeout_seconds=turn_timeout_seconds,
+                    statuses=statuses,
+                    timeout_seconds=call_timeout_seconds,
                 )
-                wall_seconds = time.perf_counter() - started
-                deadline_hit = wall_seconds >= deadline_seconds
-                for outcome in outcomes:
-                    if outcome.status is not None:
-                        statuses[outcome.status] += 1
-                verify_started = time.perf_counter()
-                semaphore = asyncio.Semaphore(VERIFY_CONCURRENCY)
-
-                async def verify(user: LoadUser) -> list[str]:
-                    async with semaphore:
-                        return await verify_user(
-                            http,
-                            user,
-                            thread_ids.get(user.user_id),
-                            turns=turns,
-                            statuses=statuses,
-                            timeout_seconds=call_timeout_seconds,
-                        )
-
-                thread_problems = [
-                    problem
-                    for problems in await asyncio.gather(*(verify(user) for user in load_users))
-                    for problem in problems
-                ]
                 verify_seconds = time.perf_counter() - verify_started
         finally:
             exit_code = await asyncio.to_thread(server.stop)
         calls = list(mcp.state.calls)
         model_requests = len(fake.model_requests())
 
-    errors = Counter(outcome.error for outcome in outcomes if outcome.error)
-    error_events = [o for o in outcomes if o.error == "error event"]
-    server_errors = {code: n for code, n in statuses.items() if code >= 500}
     log_summary = server_log_summary(server.log_path)
-    checks = [
-        Check(
-            "every turn ran and completed without error",
-            tuple(f"{n} turns: {kind}" for kind, n in errors.most_common())
-            + tuple(crashes)
-            + (
-                (f"{users * turns - len(outcomes)} turns never ran",)
-                if len(outcomes) != users * turns
-                else ()
-            ),
-        ),
-        Check("zero 5xx responses", tuple(f"HTTP {c}: {n}" for c, n in server_errors.items())),
-        Check(
-            "zero error events",
-            tuple(f"{o.user_id} turn {o.turn}: {o.detail}" for o in error_events),
-        ),
-        Check(
-            f"every thread holds exactly {turns} user and {turns} assistant messages, "
-            "in order, no duplicated ids",
-            tuple(thread_problems),
-        ),
-        *check_tool_calls(calls, load_users, turns=turns),
-        Check(
-            "no ERROR lines in the server log",
-            tuple(f"{n} x {e}" for e, n in log_summary.items() if not e.startswith("WARNING")),
-        ),
-        Check(
-            "the server stopped cleanly",
-            () if exit_code in CLEAN_EXIT_CODES else (f"exit code {exit_code}",),
-        ),
-    ]
     return LoadReport(
         users=users,
         turns=turns,
         wall_seconds=wall_seconds,
         outcomes=outcomes,
         statuses=statuses,
-        checks=checks,
+        health_seconds=health_seconds,
+        checks=_checks(
+            users=load_users,
+            turns=turns,
+            outcomes=outcomes,
+            crashes=crashes,
+            statuses=statuses,
+            thread_problems=thread_problems,
+            calls=calls,
+            log_summary=log_summary,
+            exit_code=exit_code,
+        ),
         server_log=server.log_path,
         server_log_summary=log_summary,
         model_requests=model_requests,
         mcp_calls=len(calls),
-        deadline_hit=deadline_hit,
+        deadline_hit=wall_seconds >= deadline_seconds,
         startup_seconds=startup_seconds,
         verify_seconds=verify_seconds,
     )

@@ -336,7 +336,7 @@ TASK_COMMANDS = [
 ]
 
 
-@pytest.mark.parametrize("command", TASK_COMMANDS)
+@pytest.mark.parametrize("command", TASK_COMMANDS, ids=lambda c: c.split()[0])
 async def test_foreign_task_through_the_model(
     command: str, world: World, pg_engine: AsyncEngine
 ) -> None:
