@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 USER ?= demo
 
-.PHONY: install run test lint format token bench clean
+.PHONY: install run test lint format token bench load lock clean
 
 install: $(STAMP)
 
@@ -38,6 +38,9 @@ token: install
 
 bench: install
 	$(BIN)/python -m tests.bench.turn_overhead
+
+load: install
+	$(BIN)/python -m tests.load.load_test
 
 lock:
 	uv pip compile pyproject.toml --generate-hashes --python-version 3.11 -q -o requirements.lock

@@ -14,3 +14,12 @@ def database_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, sqlalchemy.exc.TimeoutError):  # pool exhausted
         return True
     return isinstance(exc, ConnectionError | OSError) and not isinstance(exc, FileNotFoundError)
+
+
+def database_failure_message(exc: BaseException) -> str | None:
+    """What to tell the user when `exc` is the database not answering, else None."""
+    if isinstance(exc, sqlalchemy.exc.TimeoutError):
+        return "The server is busy right now. Please retry shortly."
+    if database_unavailable(exc):
+        return "The database is unavailable right now. Please retry shortly."
+    return None

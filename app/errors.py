@@ -72,6 +72,11 @@ class ServiceUnavailableError(AppError):
     status_code = 503
     type = "service_unavailable"
 
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(
+            message, headers={"Retry-After": str(retry_after)} if retry_after else None
+        )
+
 
 def error_body(*, type: str, message: str, status_code: int) -> dict[str, Any]:
     return {"type": type, "message": message, "status_code": status_code}

@@ -14,7 +14,7 @@ from starlette.routing import Route
 from app.agent.provider import build_model
 from app.api import chatkit, health
 from app.auth.factory import build_verifier, describe_auth_mode
-from app.chat.inflight import InFlight
+from app.chat.inflight import StreamGate
 from app.chat.server import ChatServer
 from app.errors import install_error_handlers
 from app.logging import configure_logging
@@ -46,7 +46,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         configure_logging(level=settings.log_level, json_lines=settings.log_json)
         set_tracing_disabled(not settings.agents_tracing)
         async with AsyncExitStack() as stack:
-            engine = create_engine(settings.database_url)
+            engine = create_engine(
+                settings.database_url,
+                pool_size=settings.database_pool_size,
+                max_overflow=settings.database_max_overflow,
+                pool_timeout=settings.database_pool_timeout,
+            )
             stack.push_async_callback(engine.dispose)
             if settings.auto_migrate:
                 await migrate(engine)
@@ -78,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.engine = engine
             app.state.verifier = verifier
             app.state.usage = UsageStore(engine)
-            inflight = app.state.inflight = InFlight()
+            inflight = app.state.stream_gate = StreamGate(settings.max_concurrent_turns)
             app.state.chat_server = ChatServer(
                 store=SqlStore(engine),
                 model=model.model,

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///.data/chat.db"
     auto_migrate: bool = True
+    database_pool_size: int = Field(default=20, ge=1, le=500)
+    database_max_overflow: int = Field(default=20, ge=0, le=500)
+    database_pool_timeout: float = Field(default=30.0, gt=0)
     data_dir: Path = Path(".data")
 
     openai_api_key: SecretStr | None = None
@@ -66,6 +69,8 @@ class Settings(BaseSettings):
     rate_limit_concurrent_streams: int = Field(default=3, ge=0)
     stream_lease_seconds: int = Field(default=900, ge=10)
     shutdown_grace_seconds: int = Field(default=20, ge=0)
+    max_concurrent_turns: int = Field(default=64, ge=1)
+    turn_queue_seconds: float = Field(default=60.0, ge=0)
 
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_message_chars: int = Field(default=32_000, ge=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import httpx2
 from agents import Model, OpenAIChatCompletionsModel, OpenAIResponsesModel
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
@@ -14,6 +15,8 @@ from app.net import outbound_transport
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+MODEL_CONNECTION_LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +49,10 @@ def build_model(settings: Settings) -> ModelChoice:
         base_url=settings.openai_base_url,
         timeout=settings.openai_timeout,
         max_retries=settings.openai_max_retries,
-        http_client=DefaultAsyncHttpxClient(transport=outbound_transport()),
+        # Many turns stream at once: keep openai's own generous pool limits.
+        http_client=DefaultAsyncHttpxClient(
+            transport=outbound_transport(limits=MODEL_CONNECTION_LIMITS)
+        ),
     )
     model: Model
     if settings.openai_api == "chat_completions":

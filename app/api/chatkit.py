@@ -16,6 +16,7 @@ from chatkit.types import (
     ThreadsAddUserMessageReq,
     ThreadsCreateReq,
     ThreadsRetryAfterItemReq,
+    is_streaming_req,
 )
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
@@ -23,10 +24,10 @@ from pydantic import TypeAdapter, ValidationError
 
 from app.api.deps import ChatServerDep, SettingsDep, UsageDep
 from app.auth.dependency import CurrentCaller
-from app.chat.inflight import InFlight
+from app.chat.inflight import StreamGate
 from app.chat.preflight import preflight
 from app.context import RequestContext
-from app.db_errors import database_unavailable
+from app.db_errors import database_failure_message
 from app.errors import (
     BadRequestError,
     FeatureDisabledError,
@@ -44,6 +45,9 @@ router = APIRouter()
 
 _request_adapter: TypeAdapter[ChatKitReq] = TypeAdapter(ChatKitReq)
 
+RELEASE_RETRY_DELAYS = (0.2, 1.0, 3.0, 0.0)
+BUSY_RETRY_AFTER_SECONDS = 5
+DB_RETRY_AFTER_SECONDS = 2
 STREAM_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
 # Ops that run the model: they count against the per-user turn and stream limits.
 TURN_OPS = (
@@ -99,13 +103,17 @@ async def admit_turn(usage: UsageStore, caller: RequestContext, settings: Settin
 
 
 async def release_quietly(usage: UsageStore, lease: str | None) -> None:
+    """Give the stream slot back, retrying: a lost release would hold it until the lease expires."""
     if lease is None:
         return
     with anyio.CancelScope(shield=True):
-        try:
-            await usage.release_stream(lease)
-        except Exception:
-            logger.warning("limit.release_failed", exc_info=True)
+        for delay in RELEASE_RETRY_DELAYS:
+            try:
+                await usage.release_stream(lease)
+                return
+            except Exception:
+                logger.warning("limit.release_failed", exc_info=True)
+                await anyio.sleep(delay)
 
 
 def error_frame(message: str) -> bytes:
@@ -115,22 +123,20 @@ def error_frame(message: str) -> bytes:
 
 
 async def stream_then_release(
-    result: StreamingResult, usage: UsageStore, lease: str | None, inflight: InFlight
+    result: StreamingResult, usage: UsageStore, lease: str | None, gate: StreamGate
 ) -> AsyncIterator[bytes]:
     """Relay the SDK's frames; a failure outside the turn (e.g. the database) ends in an event."""
-    inflight.enter()
     try:
         async for chunk in result:
             yield chunk
     except Exception as exc:
         logger.warning("stream.failed", extra={"error": type(exc).__name__}, exc_info=True)
-        if database_unavailable(exc):
-            yield error_frame("The database is unavailable right now. Please try again shortly.")
-        else:
-            yield error_frame("Something went wrong on the server. Please try again.")
+        yield error_frame(
+            database_failure_message(exc) or "Something went wrong on the server. Please retry."
+        )
     finally:
+        gate.leave()
         await release_quietly(usage, lease)
-        inflight.leave()
 
 
 @router.post("/api/chatkit")
@@ -145,7 +151,9 @@ async def chatkit_endpoint(
     body = await read_body(request, settings.max_body_bytes)
     chatkit_request = parse_request(body)
     logger.info("chatkit.request", extra={"op": chatkit_request.type})
+    gate: StreamGate = request.app.state.stream_gate
     lease: str | None = None
+    gated = False
     try:
         await preflight(
             chatkit_request,
@@ -153,23 +161,32 @@ async def chatkit_endpoint(
             caller,
             max_message_chars=settings.max_message_chars,
         )
-        if isinstance(chatkit_request, TURN_OPS):
-            lease = await admit_turn(usage, caller, settings)
+        if is_streaming_req(chatkit_request):
+            if isinstance(chatkit_request, TURN_OPS):
+                lease = await admit_turn(usage, caller, settings)
+            gated = await gate.enter(settings.turn_queue_seconds)
+            if not gated:
+                raise ServiceUnavailableError(
+                    "The server is busy; please retry shortly.",
+                    retry_after=BUSY_RETRY_AFTER_SECONDS,
+                )
         result = await server.process(body, caller)
     except BaseException as exc:
+        if gated:
+            gate.leave()
         await release_quietly(usage, lease)
         if isinstance(exc, StoreNotFoundError):
             raise NotFoundError("Not found.") from None
         if isinstance(exc, NotImplementedError):
             raise FeatureDisabledError("This operation is not enabled on this server.") from None
-        if isinstance(exc, Exception) and database_unavailable(exc):
-            raise ServiceUnavailableError(
-                "The database is unavailable; try again shortly."
-            ) from exc
+        message = database_failure_message(exc)
+        if message is not None:
+            raise ServiceUnavailableError(message, retry_after=DB_RETRY_AFTER_SECONDS) from exc
         raise
     if isinstance(result, StreamingResult):
+        # From here the stream owns the gate slot and the lease.
         return StreamingResponse(
-            stream_then_release(result, usage, lease, request.app.state.inflight),
+            stream_then_release(result, usage, lease, gate),
             media_type="text/event-stream",
             headers=STREAM_HEADERS,
         )

@@ -8,6 +8,7 @@ import httpx2
 import openai
 from agents.exceptions import MaxTurnsExceeded, ModelBehaviorError
 
+from app.db_errors import database_failure_message
 from app.tools.mcp_connection import McpToolUnavailable
 
 
@@ -60,4 +61,6 @@ def user_message_for(exc: BaseException) -> str:
         return "The assistant needed too many steps for this request. Try a simpler request."
     if isinstance(exc, ModelBehaviorError):
         return "The language model gave an answer the server could not use. Please try again."
-    return "Something went wrong while answering. Please try again."
+    return (
+        database_failure_message(exc) or "Something went wrong while answering. Please try again."
+    )

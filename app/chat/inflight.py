@@ -1,14 +1,19 @@
-"""Counts answers being streamed, so shutdown can let their final saves finish."""
+"""Admits a bounded number of streamed answers per process, and counts them for shutdown."""
 
 from __future__ import annotations
 
 import asyncio
 
 
-class InFlight:
-    """How many streams are open; `wait_idle` returns when none are (or at the timeout)."""
+class StreamGate:
+    """At most `limit` answers stream at once here; later ones wait their turn for a while.
 
-    def __init__(self) -> None:
+    Queueing a burst in front of the turn beats letting every turn in and then failing halfway
+    when the database pool or the CPU runs out. `wait_idle` lets shutdown finish their saves.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._slots = asyncio.Semaphore(limit)
         self._count = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -17,11 +22,18 @@ class InFlight:
     def count(self) -> int:
         return self._count
 
-    def enter(self) -> None:
+    async def enter(self, wait_seconds: float) -> bool:
+        """Take a slot, waiting up to `wait_seconds`; False when none came free in time."""
+        try:
+            await asyncio.wait_for(self._slots.acquire(), wait_seconds)
+        except TimeoutError:
+            return False
         self._count += 1
         self._idle.clear()
+        return True
 
     def leave(self) -> None:
+        self._slots.release()
         self._count -= 1
         if self._count <= 0:
             self._count = 0

@@ -76,7 +76,6 @@ class ChatServer(ChatKitServer[RequestContext]):
         context: RequestContext,
     ) -> AsyncIterator[ThreadStreamEvent]:
         started = time.perf_counter()
-        history = await self._history(thread, context)
         agent_context: AgentContext[RequestContext] = AgentContext(
             thread=thread, store=self.store, request_context=context
         )
@@ -86,6 +85,7 @@ class ChatServer(ChatKitServer[RequestContext]):
         # The title is worked out alongside the answer, so it never delays the first token.
         title_task = self._start_title(thread, input_user_message)
         try:
+            history = await self._history(thread, context)
             mcp_server = await self._connect_mcp(context)
             agent: Agent[Any] = build_agent(
                 model=self._model, mcp_servers=[mcp_server] if mcp_server else []

@@ -17,7 +17,9 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK_KEY = 7_201_998_311
 
 
-def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = 20, max_overflow: int = 20, pool_timeout: float = 30.0
+) -> AsyncEngine:
     """Create the async engine: pooled on Postgres, WAL + busy timeout on SQLite."""
     if url.startswith("sqlite"):
         _ensure_sqlite_dir(url)
@@ -30,7 +32,7 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> A
         max_overflow=max_overflow,
         pool_pre_ping=True,
         pool_recycle=1800,
-        pool_timeout=10,
+        pool_timeout=pool_timeout,
     )
 
 

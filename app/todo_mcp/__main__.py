@@ -46,7 +46,12 @@ def build_app(
     settings: Settings, *, verifier: TokenVerifier, port: int, allow_hosts: list[str]
 ) -> Starlette:
     """The standalone ASGI app: the MCP endpoint at /mcp, migrations first when AUTO_MIGRATE."""
-    engine = create_engine(settings.database_url)
+    engine = create_engine(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        pool_timeout=settings.database_pool_timeout,
+    )
     todo = build_todo_mcp(
         verifier=verifier,
         sessions=session_factory(engine),

@@ -630,7 +630,7 @@ def _checks(
         ),
         *check_tool_calls(calls, users, turns=turns),
         Check(
-            "no ERROR lines in the server log",
+            "no ERROR lines (nor unstructured output) in the server log",
             tuple(f"{n} x {e}" for e, n in log_summary.items() if not e.startswith("WARNING")),
         ),
         Check(
