@@ -20,12 +20,13 @@ from chatkit.types import (
 )
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from app.api.deps import ChatServerDep, SettingsDep, UsageDep
 from app.auth.dependency import CurrentCaller
 from app.chat.inflight import StreamGate
 from app.chat.preflight import preflight
+from app.chat.server import REQUEST_ADAPTER
 from app.context import RequestContext
 from app.db_errors import database_failure_message
 from app.errors import (
@@ -42,8 +43,6 @@ from app.store.usage import LimitExceeded, UsageStore
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
-
-_request_adapter: TypeAdapter[ChatKitReq] = TypeAdapter(ChatKitReq)
 
 RELEASE_RETRY_DELAYS = (0.2, 1.0, 3.0, 0.0)
 BUSY_RETRY_AFTER_SECONDS = 5
@@ -77,7 +76,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 def parse_request(body: bytes) -> ChatKitReq:
     """Validate a ChatKit request body; a malformed one is the client's error (400)."""
     try:
-        return _request_adapter.validate_json(body)
+        return REQUEST_ADAPTER.validate_json(body)
     except ValidationError as exc:
         first = exc.errors()[0] if exc.errors() else None
         where = ".".join(str(part) for part in first["loc"]) if first else ""
@@ -170,7 +169,7 @@ async def chatkit_endpoint(
                     "The server is busy; please retry shortly.",
                     retry_after=BUSY_RETRY_AFTER_SECONDS,
                 )
-        result = await server.process(body, caller)
+        result = await server.process_request(chatkit_request, caller)
     except BaseException as exc:
         if gated:
             gate.leave()

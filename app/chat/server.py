@@ -14,16 +14,19 @@ from agents.mcp import MCPServer
 from agents.result import RunResultStreaming
 from chatkit.agents import AgentContext, ThreadItemConverter, stream_agent_response
 from chatkit.errors import CustomStreamError
-from chatkit.server import ChatKitServer
+from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
 from chatkit.types import (
     AssistantMessageItem,
+    ChatKitReq,
     FeedbackKind,
     ThreadItem,
     ThreadItemDoneEvent,
     ThreadMetadata,
     ThreadStreamEvent,
     UserMessageItem,
+    is_streaming_req,
 )
+from pydantic import TypeAdapter
 
 from app.agent.factory import build_agent
 from app.agent.titles import TitleMaker, first_words_title
@@ -37,6 +40,7 @@ from app.tools.mcp_connection import McpConnector
 logger = logging.getLogger(__name__)
 
 TITLE_WAIT_SECONDS = 10.0
+REQUEST_ADAPTER: TypeAdapter[ChatKitReq] = TypeAdapter(ChatKitReq)
 
 
 class HistoryConverter(ThreadItemConverter):
@@ -129,6 +133,20 @@ class ChatServer(ChatKitServer[RequestContext]):
             "turn.done",
             extra={"thread_id": thread.id, "ms": round((time.perf_counter() - started) * 1000)},
         )
+
+    async def process(
+        self, request: str | bytes | bytearray, context: RequestContext
+    ) -> StreamingResult | NonStreamingResult:
+        """Parse with one adapter built once (the SDK builds a new one per request)."""
+        return await self.process_request(REQUEST_ADAPTER.validate_json(request), context)
+
+    async def process_request(
+        self, request: ChatKitReq, context: RequestContext
+    ) -> StreamingResult | NonStreamingResult:
+        """Route an already validated request, so the endpoint parses each body only once."""
+        if is_streaming_req(request):
+            return StreamingResult(self._process_streaming(request, context))
+        return NonStreamingResult(await self._process_non_streaming(request, context))
 
     async def handle_stream_cancelled(
         self,
