@@ -39,6 +39,7 @@ from app.errors import BadRequestError, ConflictError, FeatureDisabledError, Not
 from app.store.chatkit_store import SqlStore
 
 MAX_TITLE_CHARS = 500
+MAX_FEEDBACK_ITEMS = 100
 
 
 async def preflight(
@@ -90,7 +91,11 @@ async def preflight(
             await _owned_thread(store, request.params.thread_id, context)
             if len(request.params.title) > MAX_TITLE_CHARS:
                 raise BadRequestError(f"A title has at most {MAX_TITLE_CHARS} characters.")
-        case ThreadsGetByIdReq() | ThreadsDeleteReq() | ItemsListReq() | ItemsFeedbackReq():
+        case ItemsFeedbackReq():
+            if not 1 <= len(request.params.item_ids) <= MAX_FEEDBACK_ITEMS:
+                raise BadRequestError(f"Give 1 to {MAX_FEEDBACK_ITEMS} item ids.")
+            await _owned_thread(store, request.params.thread_id, context)
+        case ThreadsGetByIdReq() | ThreadsDeleteReq() | ItemsListReq():
             await _owned_thread(store, request.params.thread_id, context)
         case _:
             pass

@@ -126,6 +126,7 @@ async def test_first_turn_calls_the_tool_with_the_callers_token(
     calls = [c for c in recording.state.calls if c.user_id == user_id]
     assert [(c.tool, c.arguments["title"]) for c in calls] == [("add_task", "buy milk")]
     assert calls[0].authorization == f"Bearer {client.token}"
+    assert client.token not in json.dumps(calls[0].arguments)
     assert [t["title"] for t in recording.state.tasks[user_id]] == ["buy milk"]
     # The tool call was visible while it ran: a workflow task, loading then complete.
     workflows = workflow_items(result)
