@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
 
 
 class AppError(Exception):
@@ -125,6 +128,19 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=400,
         )
 
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # Our own bug: logged with its traceback, answered in the same JSON shape.
+        logger.error("request.unhandled", exc_info=exc)
+        return JSONResponse(
+            error_body(
+                type="internal_error",
+                message="Something went wrong on the server.",
+                status_code=500,
+            ),
+            status_code=500,
+        )
+
     app.add_exception_handler(AppError, on_app_error)
+    app.add_exception_handler(Exception, on_unexpected)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -123,6 +123,9 @@ class ClaimRules:
             raise AuthenticationError("invalid token: sub must be a non-empty string")
         if len(sub) > MAX_SUBJECT_CHARS:
             raise AuthenticationError("invalid token: sub is too long")
+        if not sub.isprintable():
+            # A user id is stored and logged: no NUL (Postgres refuses it) or control characters.
+            raise AuthenticationError("invalid token: sub has control characters")
 
         exp = _numeric(claims, "exp", required=True)
         iat = _numeric(claims, "iat", required=True)

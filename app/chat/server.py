@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -24,6 +25,7 @@ from chatkit.types import (
     ThreadMetadata,
     ThreadStreamEvent,
     UserMessageItem,
+    UserMessageTagContent,
     is_streaming_req,
 )
 from pydantic import TypeAdapter
@@ -40,6 +42,7 @@ from app.tools.mcp_connection import McpConnector
 logger = logging.getLogger(__name__)
 
 TITLE_WAIT_SECONDS = 10.0
+MAX_TAG_DATA_CHARS = 2000
 REQUEST_ADAPTER: TypeAdapter[ChatKitReq] = TypeAdapter(ChatKitReq)
 
 
@@ -49,6 +52,11 @@ class HistoryConverter(ThreadItemConverter):
     async def assistant_message_to_input(self, item: AssistantMessageItem) -> Any:
         text = "".join(part.text for part in item.content)
         return {"type": "message", "role": "assistant", "content": text}
+
+    async def tag_to_message_content(self, tag: UserMessageTagContent) -> Any:
+        """An @-mention from the composer, passed on as plain text context."""
+        data = json.dumps(tag.data, ensure_ascii=False, default=str)[:MAX_TAG_DATA_CHARS]
+        return {"type": "input_text", "text": f"@{tag.text} refers to: {data}"}
 
 
 class ChatServer(ChatKitServer[RequestContext]):

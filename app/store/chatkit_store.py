@@ -61,6 +61,13 @@ def clamp_limit(limit: int | None) -> int:
     return max(1, min(limit, MAX_PAGE_SIZE))
 
 
+def _known_ids(*ids: str | None) -> None:
+    """Ids come from clients: one with a NUL can match no row (and Postgres refuses NUL)."""
+    for value in ids:
+        if value is not None and "\x00" in value:
+            raise NotFoundError("Not found")
+
+
 def _column_time(value: datetime) -> datetime:
     """Order by naive UTC; the SDK makes naive local datetimes and must get them back as given."""
     if value.tzinfo is not None:
@@ -118,6 +125,7 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
 
     # threads -----------------------------------------------------------------------------
     async def load_thread(self, thread_id: str, context: RequestContext) -> ThreadMetadata:
+        _known_ids(thread_id)
         async with self._engine.connect() as conn:
             data = await conn.scalar(
                 select(_threads.c.data).where(
@@ -129,6 +137,7 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
         return ThreadMetadata.model_validate_json(data)
 
     async def save_thread(self, thread: ThreadMetadata, context: RequestContext) -> None:
+        _known_ids(thread.id)
         now = _utcnow()
         statement = self._insert(_threads).values(
             id=thread.id,
@@ -159,6 +168,7 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
         )
 
     async def delete_thread(self, thread_id: str, context: RequestContext) -> None:
+        _known_ids(thread_id)
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 delete(_threads).where(
@@ -189,6 +199,7 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
         order: str,
         context: RequestContext,
     ) -> Page[ThreadItem]:
+        _known_ids(thread_id)
         owned = and_(_items.c.thread_id == thread_id, _items.c.user_id == context.user_id)
         rows, has_more = await self._page_rows(_items, owned, after, limit, order, "Item")
         return Page(
@@ -207,6 +218,7 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
         kind: str,
     ) -> tuple[list[Any], bool]:
         """A page of (id, data) rows among `owned`, strictly after row `after`; and has_more."""
+        _known_ids(after)
         limit = clamp_limit(limit)
         query = select(table.c.id, table.c.data).where(owned)
         async with self._engine.connect() as conn:
@@ -233,6 +245,7 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
         await self._upsert_item(thread_id, item, context)
 
     async def _upsert_item(self, thread_id: str, item: ThreadItem, context: RequestContext) -> None:
+        _known_ids(thread_id, item.id)
         statement = self._insert(_items).values(
             id=item.id,
             thread_id=thread_id,
@@ -254,6 +267,7 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
             raise NotFoundError(f"Item {item.id} not found")
 
     async def load_item(self, thread_id: str, item_id: str, context: RequestContext) -> ThreadItem:
+        _known_ids(thread_id, item_id)
         async with self._engine.connect() as conn:
             data = await conn.scalar(
                 select(_items.c.data).where(
@@ -269,6 +283,7 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
     async def delete_thread_item(
         self, thread_id: str, item_id: str, context: RequestContext
     ) -> None:
+        _known_ids(thread_id, item_id)
         async with self._engine.begin() as conn:
             await conn.execute(
                 delete(_items).where(
@@ -305,6 +320,7 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
         context: RequestContext,
     ) -> None:
         """Record the caller's vote on items of their thread; a new vote replaces the old."""
+        _known_ids(thread_id, *item_ids)
         now = _utcnow()
         async with self._engine.begin() as conn:
             await self._require_thread(conn, thread_id, context)
@@ -362,6 +378,7 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
         raise FeatureDisabledError("Attachments are not enabled on this server.")
 
     async def save_attachment(self, attachment: Attachment, context: RequestContext) -> None:
+        _known_ids(attachment.id, attachment.thread_id)
         statement = self._insert(_attachments).values(
             id=attachment.id,
             user_id=context.user_id,
@@ -380,6 +397,7 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
             raise NotFoundError(f"Attachment {attachment.id} not found")
 
     async def load_attachment(self, attachment_id: str, context: RequestContext) -> Attachment:
+        _known_ids(attachment_id)
         async with self._engine.connect() as conn:
             data = await conn.scalar(
                 select(_attachments.c.data).where(
@@ -392,6 +410,7 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
         return _attachment_adapter.validate_json(data)
 
     async def delete_attachment(self, attachment_id: str, context: RequestContext) -> None:
+        _known_ids(attachment_id)
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 delete(_attachments).where(
