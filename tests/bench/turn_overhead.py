@@ -95,6 +95,10 @@ async def main(turns: int, use_sqlite: bool) -> None:
                 "OPENAI_API_KEY": "bench",
                 "OPENAI_MAX_RETRIES": "0",
                 "LOG_LEVEL": "WARNING",
+                "THREAD_TITLES": "first_words",
+                # One client sends hundreds of turns a minute: the per-user limits would refuse.
+                "RATE_LIMIT_TURNS_PER_MINUTE": "0",
+                "RATE_LIMIT_CONCURRENT_STREAMS": "0",
             },
             log_path=workdir / "server.log",
         )
