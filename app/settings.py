@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8001, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_json: bool = False
-    history_limit: int = Field(default=20, ge=1, le=1000)
+    history_limit: int = Field(default=20, ge=1, le=100)
 
     rate_limit_turns_per_minute: int = Field(default=30, ge=0)
     rate_limit_concurrent_streams: int = Field(default=3, ge=0)
