@@ -1,6 +1,8 @@
 # Two commands matter on a fresh machine: `make run` and `make test`.
 SHELL := /bin/bash
 PYTHON ?= python3
+# uv as a module of the machine's Python: works right after `pip install uv`, whatever PATH says.
+UV := $(PYTHON) -m uv
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
@@ -11,10 +13,10 @@ USER ?= demo
 install: $(STAMP)
 
 $(STAMP): requirements-dev.lock pyproject.toml
-	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
-	@test -x $(BIN)/python || uv venv --quiet --python $(PYTHON) $(VENV)
-	@uv pip sync --quiet --python $(BIN)/python --require-hashes requirements-dev.lock
-	@uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	@test -x $(BIN)/python || $(UV) venv --quiet --python $(PYTHON) $(VENV)
+	@$(UV) pip sync --quiet --python $(BIN)/python --require-hashes requirements-dev.lock
+	@$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $(STAMP)
 
 run: install
@@ -43,8 +45,8 @@ load: install
 	$(BIN)/python -m tests.load.load_test
 
 lock:
-	uv pip compile pyproject.toml --generate-hashes --python-version 3.11 -q -o requirements.lock
-	uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 -q -o requirements-dev.lock
+	$(UV) pip compile pyproject.toml --generate-hashes --python-version 3.11 -q -o requirements.lock
+	$(UV) pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 -q -o requirements-dev.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
