@@ -79,3 +79,15 @@ async def sqlite_url(tmp_path: Path) -> str:
 def new_user_id() -> str:
     """A user id no other test uses: tests share one database and stay apart by user."""
     return f"user-{uuid.uuid4().hex}"
+
+
+# Server fixtures live in one place so every test package shares one instance of each
+# session fixture (one offline server per run, not one per package).
+from tests.server_fixtures import (  # noqa: E402
+    make_client,
+    minter,
+    offline_server,
+    server_env,
+)
+
+__all__ = ["make_client", "minter", "offline_server", "server_env"]

@@ -10,7 +10,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+
+from tests.processes import terminate
 
 logger = logging.getLogger(__name__)
 
@@ -242,13 +243,7 @@ class BetterAuthIssuer:
     def stop(self, timeout: float = 10.0) -> None:
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, timeout)
         self.process = None
         self.port = None
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from chatkit.types import ThreadStreamEvent
 from pydantic import TypeAdapter
 
 from tests.pg_cluster import free_port
+from tests.processes import terminate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _event_adapter: TypeAdapter[ThreadStreamEvent] = TypeAdapter(ThreadStreamEvent)
@@ -68,14 +68,7 @@ class ServerProcess:
     def stop(self, timeout: float = 30.0) -> int | None:
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        code = self.process.returncode
+        code = terminate(self.process, timeout)
         self.process = None
         return code
 

@@ -14,10 +14,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.shared_secret import SharedSecretVerifier
-from tests.e2e.conftest import SECRET, ClientFactory
 from tests.e2e.harness import ChatKitClient, ServerProcess, sse_frames, text_input
 from tests.fake_llm import FakeLLM, RecordedRequest, Reply, ToolCall
 from tests.recording_mcp import RunningMcp, serve_recording_mcp
+from tests.server_fixtures import SECRET, ClientFactory
 
 HISTORY_LIMIT = 4
 

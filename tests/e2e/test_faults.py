@@ -14,10 +14,10 @@ import httpx2
 import pytest
 
 from app.auth.shared_secret import SharedSecretVerifier
-from tests.e2e.conftest import ClientFactory
 from tests.e2e.harness import ServerProcess, sse_frames, text_input
 from tests.fake_llm import FakeLLM, Reply
 from tests.pg_cluster import PostgresCluster, start_cluster
+from tests.server_fixtures import ClientFactory
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import httpx2
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.e2e.conftest import ClientFactory
 from tests.e2e.harness import ServerProcess, text_input
+from tests.server_fixtures import ClientFactory
 
 
 async def test_create_thread_streams_valid_events_and_persists(

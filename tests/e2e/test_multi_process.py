@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import ClientFactory
 from tests.e2e.harness import ServerProcess
 from tests.fake_llm import FakeLLM, Reply
+from tests.server_fixtures import ClientFactory
 
 TURNS_PER_MINUTE = 4
 

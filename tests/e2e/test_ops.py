@@ -19,9 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.context import RequestContext
 from app.store.chatkit_store import SqlStore, new_id
-from tests.e2e.conftest import ClientFactory
 from tests.e2e.harness import ChatKitClient, ServerProcess
 from tests.fake_llm import FakeLLM, RecordedRequest, Reply
+from tests.server_fixtures import ClientFactory
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import pytest
 
 from app.main import create_app
 from app.settings import Settings, SettingsError, load_settings
-from tests.e2e.conftest import ClientFactory
 from tests.e2e.harness import REPO_ROOT, ServerProcess
+from tests.server_fixtures import ClientFactory
 
 
 @pytest.mark.parametrize(

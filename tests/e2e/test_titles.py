@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import ClientFactory
 from tests.e2e.harness import ServerProcess
 from tests.fake_llm import FakeLLM, RecordedRequest, Reply
+from tests.server_fixtures import ClientFactory
 
 
 def is_title_request(request: RecordedRequest) -> bool:

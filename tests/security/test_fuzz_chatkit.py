@@ -40,9 +40,9 @@ from app.context import RequestContext
 from app.main import create_app
 from app.settings import Settings
 from app.store.chatkit_store import SqlStore, new_id
-from tests.e2e.conftest import SECRET
 from tests.e2e.harness import ServerProcess, text_input
 from tests.security.checks import RowSnapshot, assert_json_error, count_rows, snapshot_rows
+from tests.server_fixtures import SECRET
 
 MAX_BODY_BYTES = 65_536
 MAX_MESSAGE_CHARS = 2_000

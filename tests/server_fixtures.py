@@ -1,3 +1,5 @@
+"""Fixtures for tests that drive real server processes (registered by tests/conftest.py)."""
+
 from __future__ import annotations
 
 import secrets
