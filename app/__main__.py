@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
 
 from app.logging import configure_logging
 from app.settings import SettingsError, load_settings
@@ -17,15 +20,29 @@ def main() -> int:
         print(str(exc), file=sys.stderr)
         return 2
     configure_logging(level=settings.log_level, json_lines=settings.log_json)
-    uvicorn.run(
-        "app.main:app",
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        proxy_headers=False,
-        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-    )
-    return 0
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "proxy_headers": False,
+        "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
+    }
+    if settings.web_concurrency == 1:
+        uvicorn.run("app.main:app", **options)  # exits with code 3 when startup fails
+        return 0
+    return _run_workers(uvicorn.Config("app.main:app", workers=settings.web_concurrency, **options))
+
+
+def _run_workers(config: uvicorn.Config) -> int:
+    """WEB_CONCURRENCY processes on one socket; non-zero when a worker could not start.
+
+    This is what `uvicorn.run(..., workers=N)` does, keeping the workers' exit codes: uvicorn stops
+    the parent when a worker fails to start (say the database never answered) but exits with 0.
+    """
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    failed = any(worker.exitcode == STARTUP_FAILURE for worker in supervisor.processes)
+    return STARTUP_FAILURE if failed else 0
 
 
 if __name__ == "__main__":

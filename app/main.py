@@ -20,8 +20,9 @@ from app.errors import install_error_handlers
 from app.logging import configure_logging
 from app.middleware import LateMount, RequestIdMiddleware
 from app.settings import Settings, load_settings
+from app.startup_failure import QuietStartupAbort
 from app.store.chatkit_store import SqlStore
-from app.store.database import create_engine, migrate, session_factory
+from app.store.database import create_engine, prepare_database, session_factory
 from app.store.usage import UsageStore
 from app.tools.mcp_connection import McpConnector
 
@@ -51,10 +52,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 pool_size=settings.database_pool_size,
                 max_overflow=settings.database_max_overflow,
                 pool_timeout=settings.database_pool_timeout,
+                pooler=settings.database_pooler,
             )
             stack.push_async_callback(engine.dispose)
-            if settings.auto_migrate:
-                await migrate(engine)
+            await prepare_database(engine, settings)  # waits for it, then AUTO_MIGRATE
             verifier = build_verifier(settings)
             stack.push_async_callback(verifier.aclose)
             model = build_model(settings)
@@ -134,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age=600,
         )
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(QuietStartupAbort)  # a database that never answered: one line, no traceback
     return app
 
 

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.store.database_url import normalize_database_url
+
 ALLOWED_JWKS_ALGORITHMS = ("EdDSA", "ES256", "ES512", "RS256", "PS256")
 MIN_SECRET_BYTES = 32
 
@@ -34,6 +36,11 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(default=20, ge=1, le=500)
     database_max_overflow: int = Field(default=20, ge=0, le=500)
     database_pool_timeout: float = Field(default=30.0, gt=0)
+    # `transaction`: DATABASE_URL is a transaction-mode pooler (PgBouncer, Neon's -pooler host).
+    database_pooler: Literal["none", "transaction"] = "none"
+    database_migration_url: str | None = None
+    database_startup_timeout: float = Field(default=30.0, ge=0)
+    web_concurrency: int = Field(default=1, ge=1, le=64)
     data_dir: Path = Path(".data")
 
     openai_api_key: SecretStr | None = None
@@ -117,15 +124,17 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes")
         return value
 
-    @field_validator("database_url")
+    @field_validator("database_migration_url", mode="before")
     @classmethod
-    def _async_driver(cls, value: str) -> str:
-        if value.startswith(("postgres://", "postgresql://")):
-            rest = value.split("://", 1)[1]
-            return f"postgresql+asyncpg://{rest}"
-        if not value.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
-            raise ValueError("use postgresql+asyncpg://... or sqlite+aiosqlite:///path")
-        return value
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("database_url", "database_migration_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        # libpq-style URLs (postgres://, ?sslmode=...) are checked here, so a bad one stops
+        # startup naming the parameter; the message never contains the password.
+        return None if value is None else normalize_database_url(value)
 
     @model_validator(mode="after")
     def _exclusive_auth_modes(self) -> Settings:

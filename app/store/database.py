@@ -2,46 +2,101 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import ssl
+import time
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.startup_failure import StartupAbort
+from app.store.database_url import describe_target, parse_database_url
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+Pooler = Literal["none", "transaction"]
 # Any fixed number: serialises concurrent migrations of several processes on one Postgres.
 _MIGRATION_LOCK_KEY = 7_201_998_311
 
 
 def create_engine(
-    url: str, *, pool_size: int = 20, max_overflow: int = 20, pool_timeout: float = 30.0
+    url: str,
+    *,
+    pool_size: int = 20,
+    max_overflow: int = 20,
+    pool_timeout: float = 30.0,
+    pooler: Pooler = "none",
+    pooled: bool = True,
 ) -> AsyncEngine:
-    """Create the async engine: pooled on Postgres, WAL + busy timeout on SQLite."""
-    if url.startswith("sqlite"):
-        _ensure_sqlite_dir(url)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+    """Create the async engine: pooled on Postgres, WAL + busy timeout on SQLite.
+
+    `url` may be any DATABASE_URL (libpq parameters included, see `database_url`). Statement
+    parameters are hidden from exception text: they carry users' messages. `pooler="transaction"`
+    makes the engine safe behind PgBouncer in transaction mode; `pooled=False` opens a connection
+    per use (for one-off work such as migrations).
+    """
+    parsed = parse_database_url(url)
+    for note in parsed.notes:
+        logger.warning("database.url_note", extra={"note": note, "database": parsed.target})
+    if not parsed.is_postgres:
+        _ensure_sqlite_dir(parsed.url.database)
+        engine = create_async_engine(parsed.url, connect_args={"timeout": 30}, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=max_overflow,
-        pool_pre_ping=True,
-        pool_recycle=1800,
-        pool_timeout=pool_timeout,
+    connect_args = dict(parsed.connect_args)
+    if pooler == "transaction":
+        connect_args.update(_TRANSACTION_POOLER_ARGS)
+    pool_args: dict[str, Any] = (
+        {
+            "pool_size": pool_size,
+            "max_overflow": max_overflow,
+            "pool_pre_ping": True,
+            "pool_recycle": 1800,
+            "pool_timeout": pool_timeout,
+        }
+        if pooled
+        else {"poolclass": NullPool}
     )
+    return create_async_engine(
+        parsed.url, connect_args=connect_args, hide_parameters=True, **pool_args
+    )
+
+
+def _unique_statement_name() -> str:
+    return f"__chatkit_{uuid.uuid4().hex}__"
+
+
+# Behind a transaction-mode pooler consecutive transactions of one client connection run on
+# different server connections, and one server connection serves many clients. A prepared
+# statement must therefore live within one transaction: no statement caches (asyncpg's own and
+# SQLAlchemy's), and names unique across every client (asyncpg numbers them per process, so two
+# processes both prepare `__asyncpg_stmt_1__`). asyncpg's internal queries then use unnamed
+# statements, which the pooler keeps on one server connection until the query is done.
+_TRANSACTION_POOLER_ARGS: dict[str, Any] = {
+    "statement_cache_size": 0,
+    "prepared_statement_cache_size": 0,
+    "prepared_statement_name_func": _unique_statement_name,
+}
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
 
-def _ensure_sqlite_dir(url: str) -> None:
-    path = url.split(":///", 1)[1] if ":///" in url else ""
+def _ensure_sqlite_dir(path: str | None) -> None:
     if path and path != ":memory:":
         Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
@@ -80,3 +135,98 @@ async def ping(engine: AsyncEngine) -> None:
     """Raise if the database does not answer."""
     async with engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
+
+
+class DatabaseUnreachable(StartupAbort):
+    """The database did not answer at startup; the message is the one line that says why."""
+
+
+# Errors that waiting does not cure: refused credentials or TLS, a wrong database name.
+_PERMANENT_SQLSTATE_CLASSES = ("28", "3D")
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        inner = getattr(exc, "orig", None) or exc.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        exc = inner
+    return exc
+
+
+def _is_permanent(cause: BaseException) -> bool:
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return True
+    sqlstate = getattr(cause, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate[:2] in _PERMANENT_SQLSTATE_CLASSES
+
+
+def describe_cause(exc: BaseException) -> str:
+    """The innermost error as one short line: its type and first line of text."""
+    cause = _root_cause(exc)
+    first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    name = type(cause).__name__
+    return f"{name}: {first_line}"[:300] if first_line else name
+
+
+async def wait_for_database(engine: AsyncEngine, seconds: float) -> None:
+    """Retry connecting with backoff for `seconds`; raise DatabaseUnreachable after that.
+
+    Each failed attempt logs `database.waiting` with the host and the cause (never the
+    password). Refused credentials, certificates or a missing database end the wait at once.
+    """
+    target = describe_target(engine.url)
+    deadline = time.monotonic() + seconds
+    delay = 0.25
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            async with asyncio.timeout(max(remaining, 1.0)):
+                await ping(engine)
+            return
+        except Exception as exc:  # any failure to connect is a reason to wait or to stop
+            cause = describe_cause(exc)
+            if _is_permanent(_root_cause(exc)):
+                logger.error("database.refused", extra={"host": target, "cause": cause})
+                raise DatabaseUnreachable(
+                    f"database {target} refused the connection: {cause}"
+                ) from None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                logger.error(
+                    "database.unreachable",
+                    extra={"host": target, "cause": cause, "waited_seconds": seconds},
+                )
+                raise DatabaseUnreachable(
+                    f"database {target} did not answer within {seconds:g} s: {cause}"
+                ) from None
+            pause = min(delay, remaining)
+            logger.warning(
+                "database.waiting",
+                extra={"host": target, "cause": cause, "retry_in_seconds": round(pause, 2)},
+            )
+            await asyncio.sleep(pause)
+            delay = min(delay * 2, 5.0)
+
+
+async def prepare_database(engine: AsyncEngine, settings: Settings) -> None:
+    """Startup: wait for the database, then apply migrations when AUTO_MIGRATE is on.
+
+    Migrations run on DATABASE_MIGRATION_URL when it is set (a direct connection, for hosts whose
+    DATABASE_URL is a pooler), else on `engine`. Both work behind a transaction-mode pooler: the
+    whole upgrade is one transaction and its lock is transaction-scoped.
+    """
+    await wait_for_database(engine, settings.database_startup_timeout)
+    if not settings.auto_migrate:
+        return
+    if settings.database_migration_url is None:
+        await migrate(engine)
+        return
+    direct = create_engine(settings.database_migration_url, pooled=False)
+    try:
+        await wait_for_database(direct, settings.database_startup_timeout)
+        await migrate(direct)
+    finally:
+        await direct.dispose()

@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 
 from app.auth.base import TokenVerifier
 from app.settings import Settings, SettingsError, load_settings
-from app.store.database import create_engine, migrate, session_factory
+from app.store.database import create_engine, prepare_database, session_factory
 from app.todo_mcp.server import build_todo_mcp
 
 DEFAULT_PORT = 3000
@@ -51,6 +51,7 @@ def build_app(
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow,
         pool_timeout=settings.database_pool_timeout,
+        pooler=settings.database_pooler,
     )
     todo = build_todo_mcp(
         verifier=verifier,
@@ -63,8 +64,7 @@ def build_app(
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         try:
-            if settings.auto_migrate:
-                await migrate(engine)
+            await prepare_database(engine, settings)  # waits for it, then AUTO_MIGRATE
             async with todo.running():
                 yield
         finally:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 
 from alembic import context
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.store import tables
 
@@ -25,18 +23,29 @@ def _run(connection: Connection) -> None:
         context.run_migrations()
 
 
-async def _run_standalone(url: str) -> None:
-    engine = create_async_engine(url)
-    async with engine.begin() as connection:
-        await connection.run_sync(_run)
-    await engine.dispose()
+async def _run_standalone() -> None:
+    # `alembic upgrade head` from the command line: the server's own settings name the database
+    # (DATABASE_MIGRATION_URL when set, else DATABASE_URL), parsed like the server parses them.
+    from app.settings import SettingsError, load_settings
+    from app.store.database import create_engine
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise SystemExit(str(exc)) from None
+    if settings.database_migration_url is not None:
+        engine = create_engine(settings.database_migration_url, pooled=False)
+    else:
+        engine = create_engine(settings.database_url, pooled=False, pooler=settings.database_pooler)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_run)
+    finally:
+        await engine.dispose()
 
 
 connection = context.config.attributes.get("connection")
 if connection is not None:
     _run(connection)
 else:
-    # `alembic upgrade head` from the command line: DATABASE_URL names the database.
-    from app.settings import load_settings
-
-    asyncio.run(_run_standalone(os.environ.get("DATABASE_URL") or load_settings().database_url))
+    asyncio.run(_run_standalone())
