@@ -31,6 +31,8 @@ class ServerProcess:
     log_path: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    # Arguments after `python`, `{port}` replaced; default `-m app` (HOST and PORT from env).
+    argv: list[str] | None = None
 
     @property
     def base_url(self) -> str:
@@ -50,8 +52,9 @@ class ServerProcess:
             **self.env,
         }
         log = self.log_path.open("ab")
+        argv = [part.replace("{port}", str(self.port)) for part in self.argv or ["-m", "app"]]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app"], cwd=REPO_ROOT, env=env, stdout=log, stderr=log
+            [sys.executable, *argv], cwd=REPO_ROOT, env=env, stdout=log, stderr=log
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

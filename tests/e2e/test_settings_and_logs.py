@@ -9,11 +9,9 @@ import sys
 import uuid
 from pathlib import Path
 
-import httpx2
 import pytest
 
-from app.main import create_app
-from app.settings import Settings, SettingsError, load_settings
+from app.settings import SettingsError, load_settings
 from tests.e2e.harness import REPO_ROOT, ServerProcess
 from tests.server_fixtures import ClientFactory
 
@@ -49,31 +47,6 @@ def test_invalid_settings_stop_startup_naming_the_setting(
 def test_auth_modes_are_exclusive() -> None:
     with pytest.raises(SettingsError, match="AUTH_JWKS_URL"):
         load_settings(auth_jwks_url="https://auth.example/jwks", auth_jwt_secret="x" * 40)
-
-
-async def test_cors_allows_configured_origins_only(tmp_path: Path) -> None:
-    settings = Settings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'c.db'}",
-        data_dir=tmp_path,
-        cors_origins=["http://localhost:3000"],
-    )
-    app = create_app(settings)
-    async with httpx2.AsyncClient(
-        transport=httpx2.ASGITransport(app=app), base_url="http://test"
-    ) as http:
-        headers = {
-            "Origin": "http://localhost:3000",
-            "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "authorization,content-type",
-        }
-        allowed = await http.options("/api/chatkit", headers=headers)
-        assert allowed.status_code == 200
-        assert allowed.headers["access-control-allow-origin"] == "http://localhost:3000"
-        assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
-        refused = await http.options(
-            "/api/chatkit", headers={**headers, "Origin": "http://evil.example"}
-        )
-        assert "access-control-allow-origin" not in refused.headers
 
 
 async def test_json_logs_carry_ids_and_never_tokens_or_text(
