@@ -1,0 +1,70 @@
+"use client";
+
+import { ChatKit, useChatKit } from "@openai/chatkit-react";
+import { useRouter } from "next/navigation";
+import { useState } from "react";
+
+import { authClient } from "@/lib/auth-client";
+import {
+  TokenCache,
+  TokenUnavailableError,
+  betterAuthTokenFetcher,
+  createChatKitFetch,
+} from "@/lib/chatkit-fetch";
+
+// Both are inlined when the app is built (`next build`) or started (`next dev`).
+const API_URL = process.env.NEXT_PUBLIC_CHATKIT_API_URL || "http://127.0.0.1:8001/api/chatkit";
+// OpenAI checks the domain key for deployed sites; on localhost any non-empty value works.
+const DOMAIN_KEY = process.env.NEXT_PUBLIC_CHATKIT_DOMAIN_KEY || "domain_pk_localhost_dev";
+
+/** ChatKit wired to the chat server, with Better Auth tokens as bearer tokens. */
+export function ChatPanel({ userName }: { userName: string }) {
+  const router = useRouter();
+  // One token cache per page: tokens from this app's /api/auth/token, sent only to API_URL.
+  const [tokens] = useState(() => new TokenCache({ fetchToken: betterAuthTokenFetcher() }));
+  const [chatkitFetch] = useState(() => {
+    const send = createChatKitFetch({ apiUrl: API_URL, tokens });
+    return async (input: RequestInfo | URL, init?: RequestInit) => {
+      try {
+        return await send(input, init);
+      } catch (error) {
+        // The session is gone (signed out elsewhere, expired): back to the sign-in page.
+        if (error instanceof TokenUnavailableError && error.status === 401) {
+          router.replace("/sign-in");
+        }
+        throw error;
+      }
+    };
+  });
+
+  const { control } = useChatKit({
+    api: { url: API_URL, domainKey: DOMAIN_KEY, fetch: chatkitFetch },
+    history: { enabled: true, showRename: true, showDelete: true },
+    threadItemActions: { feedback: true, retry: true },
+    startScreen: {
+      greeting: "What should go on your list?",
+      prompts: [
+        { label: "Add a task", prompt: "add task buy milk" },
+        { label: "List my tasks", prompt: "list tasks" },
+      ],
+    },
+  });
+
+  async function signOut() {
+    await authClient.signOut();
+    tokens.clear();
+    router.replace("/sign-in");
+  }
+
+  return (
+    <main className="chat">
+      <header className="bar">
+        <strong>ChatKit starter</strong>
+        <span>
+          {userName} · <button onClick={signOut}>Sign out</button>
+        </span>
+      </header>
+      <ChatKit control={control} className="chatkit" />
+    </main>
+  );
+}
