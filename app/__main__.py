@@ -10,6 +10,7 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
 from app.logging import configure_logging
+from app.observability.multiprocess_dir import metrics_dir_for_workers
 from app.settings import SettingsError, load_settings
 
 
@@ -27,10 +28,13 @@ def main() -> int:
         "proxy_headers": False,
         "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
     }
-    if settings.web_concurrency == 1:
-        uvicorn.run("app.main:app", **options)  # exits with code 3 when startup fails
-        return 0
-    return _run_workers(uvicorn.Config("app.main:app", workers=settings.web_concurrency, **options))
+    # Set up before any worker imports prometheus_client: one directory of metric values for all.
+    with metrics_dir_for_workers(settings.web_concurrency):
+        if settings.web_concurrency == 1:
+            uvicorn.run("app.main:app", **options)  # exits with code 3 when startup fails
+            return 0
+        config = uvicorn.Config("app.main:app", workers=settings.web_concurrency, **options)
+        return _run_workers(config)
 
 
 def _run_workers(config: uvicorn.Config) -> int:

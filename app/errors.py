@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+if TYPE_CHECKING:
+    from app.observability.metrics import Metrics, RefusalReason
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +21,8 @@ class AppError(Exception):
 
     status_code = 500
     type = "internal_error"
+    # Set on errors that refuse a turn before it starts; counted in the refusal metrics.
+    refusal: ClassVar[RefusalReason | None] = None
 
     def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -34,8 +39,10 @@ class AuthenticationError(AppError):
     status_code = 401
     type = "invalid_token"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, reason: str = "invalid") -> None:
         super().__init__(message, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        # A fixed word for metrics (missing, malformed, signature, unknown_key, expired, ...).
+        self.reason = reason
 
 
 class ForbiddenError(AppError):
@@ -53,6 +60,13 @@ class ConflictError(AppError):
     type = "conflict"
 
 
+class ThreadBusyError(ConflictError):
+    """The thread's previous answer is still running."""
+
+    type = "thread_busy"
+    refusal = "thread_busy"
+
+
 class PayloadTooLargeError(AppError):
     status_code = 413
     type = "payload_too_large"
@@ -61,6 +75,7 @@ class PayloadTooLargeError(AppError):
 class RateLimitedError(AppError):
     status_code = 429
     type = "rate_limited"
+    refusal = "rate_limit"
 
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message, headers={"Retry-After": str(max(1, retry_after))})
@@ -79,6 +94,12 @@ class ServiceUnavailableError(AppError):
         super().__init__(
             message, headers={"Retry-After": str(retry_after)} if retry_after else None
         )
+
+
+class ServerBusyError(ServiceUnavailableError):
+    """No stream slot of this process came free in time (MAX_CONCURRENT_TURNS)."""
+
+    refusal = "busy"
 
 
 def error_body(*, type: str, message: str, status_code: int) -> dict[str, Any]:
@@ -108,8 +129,11 @@ _HTTP_TYPES = {
 def install_error_handlers(app: FastAPI) -> None:
     """Render AppError, framework HTTP errors and validation errors in the one JSON shape."""
 
-    async def on_app_error(_: Request, exc: Exception) -> JSONResponse:
+    async def on_app_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, AppError)
+        metrics: Metrics | None = getattr(request.app.state, "metrics", None)
+        if exc.refusal is not None and metrics is not None:
+            metrics.turn_refused(exc.refusal)
         return error_response(exc)
 
     async def on_http_error(_: Request, exc: Exception) -> JSONResponse:

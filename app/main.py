@@ -9,16 +9,28 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from agents import set_tracing_disabled
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from opentelemetry.sdk.trace import TracerProvider
 from starlette.routing import Route
 
 from app.agent.provider import build_model
 from app.api import chatkit, health
+from app.api import metrics as metrics_route
 from app.auth.factory import build_verifier, describe_auth_mode
 from app.chat.inflight import StreamGate
 from app.chat.server import ChatServer
 from app.errors import install_error_handlers
 from app.logging import configure_logging
 from app.middleware import LateMount, RequestIdMiddleware
+from app.observability.agent_calls import ObservedModel
+from app.observability.http import HttpObservabilityMiddleware
+from app.observability.metrics import Metrics
+from app.observability.tracing import (
+    install_tracer_provider,
+    instrument_app,
+    instrument_engine,
+    provider_from_settings,
+    uninstrument_engines,
+)
 from app.settings import Settings, load_settings
 from app.startup_failure import QuietStartupAbort
 from app.store.chatkit_store import SqlStore
@@ -37,16 +49,28 @@ def _loopback_host(host: str) -> str:
     return "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; resources are created in the lifespan, not here."""
+def create_app(
+    settings: Settings | None = None, *, tracer_provider: TracerProvider | None = None
+) -> FastAPI:
+    """Build the app; resources are created in the lifespan, not here.
+
+    `tracer_provider` replaces the OTLP exporter that OTEL_EXPORTER_OTLP_ENDPOINT would make.
+    """
     settings = settings or load_settings()
     embedded_mcp = LateMount() if settings.mcp_server_url is None else None
+    metrics = Metrics() if settings.metrics else None
+    own_provider = provider_from_settings(settings) if tracer_provider is None else None
+    tracing = tracer_provider or own_provider
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(level=settings.log_level, json_lines=settings.log_json)
         set_tracing_disabled(not settings.agents_tracing)
         async with AsyncExitStack() as stack:
+            if own_provider is not None:
+                stack.callback(own_provider.shutdown)  # last: sends the spans still buffered
+            if metrics is not None:
+                stack.callback(metrics.close)
             engine = create_engine(
                 settings.database_url,
                 pool_size=settings.database_pool_size,
@@ -55,6 +79,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 pooler=settings.database_pooler,
             )
             stack.push_async_callback(engine.dispose)
+            if metrics is not None:
+                pool_limit = settings.database_pool_size + settings.database_max_overflow
+                metrics.watch_pool(engine, limit=pool_limit)
+            if tracing is not None:
+                instrument_engine(engine, tracing)
+                stack.callback(uninstrument_engines)
             await prepare_database(engine, settings)  # waits for it, then AUTO_MIGRATE
             verifier = build_verifier(settings)
             stack.push_async_callback(verifier.aclose)
@@ -77,21 +107,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 embedded_mcp.target = todo.asgi_app
                 mcp_url = f"http://{host}:{settings.port}{MCP_MOUNT_PATH}"
             assert mcp_url is not None
-            connector = McpConnector(mcp_url, settings.mcp_timeout)
+            connector = McpConnector(mcp_url, settings.mcp_timeout, metrics=metrics)
             stack.push_async_callback(connector.aclose)
 
             app.state.settings = settings
             app.state.engine = engine
             app.state.verifier = verifier
             app.state.usage = UsageStore(engine)
-            inflight = app.state.stream_gate = StreamGate(settings.max_concurrent_turns)
+            inflight = app.state.stream_gate = StreamGate(
+                settings.max_concurrent_turns, metrics=metrics
+            )
             app.state.chat_server = ChatServer(
                 store=SqlStore(engine),
-                model=model.model,
+                model=ObservedModel(
+                    model.model,
+                    api=model.api,
+                    system=model.provider,
+                    model_name=model.name,
+                    metrics=metrics,
+                ),
                 mcp=connector,
                 history_limit=settings.history_limit,
                 titles=model.titles,
                 tracing=settings.agents_tracing,
+                metrics=metrics,
             )
             logger.info(
                 "server.started",
@@ -119,9 +158,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=None,
     )
     app.state.settings = settings
+    app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(chatkit.router)
+    app.include_router(metrics_route.router)
     if embedded_mcp is not None:
         # A Route, not a Mount: a Mount answers a POST to exactly /mcp with a 307 redirect.
         app.router.routes.append(Route(MCP_MOUNT_PATH, endpoint=embedded_mcp))
@@ -134,7 +175,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["X-Request-ID", "Retry-After"],
             max_age=600,
         )
+    app.add_middleware(HttpObservabilityMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
+    if tracing is not None:
+        install_tracer_provider(tracing)
+        instrument_app(app, tracing)
     app.add_middleware(QuietStartupAbort)  # a database that never answered: one line, no traceback
     return app
 

@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_message_chars: int = Field(default=32_000, ge=1)
 
+    # GET /metrics (Prometheus); with METRICS_TOKEN set, scrapes must send it as a bearer token.
+    metrics: bool = True
+    metrics_token: SecretStr | None = None
+    # Traces are exported (OTLP/HTTP) only when the standard OpenTelemetry endpoint is set.
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = "chatkit-agent-server"
+
     @field_validator("auth_algorithms", "cors_origins", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
@@ -100,6 +107,8 @@ class Settings(BaseSettings):
         "auth_issuer",
         "auth_audience",
         "auth_jwt_secret",
+        "metrics_token",
+        "otel_exporter_otlp_endpoint",
         mode="before",
     )
     @classmethod

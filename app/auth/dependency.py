@@ -12,6 +12,7 @@ from app.auth.base import TokenVerifier
 from app.auth.jwt_rules import MAX_TOKEN_BYTES
 from app.context import RequestContext
 from app.errors import AuthenticationError
+from app.observability.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -23,15 +24,15 @@ def bearer_token(request: Request) -> str:
     """The token of the one `Authorization: Bearer` header; no query strings, no cookies."""
     values = request.headers.getlist("authorization")
     if not values:
-        raise AuthenticationError("missing bearer token")
+        raise AuthenticationError("missing bearer token", reason="missing")
     if len(values) > 1:
-        raise AuthenticationError("more than one Authorization header")
+        raise AuthenticationError("more than one Authorization header", reason="malformed")
     value = values[0]
     if len(value) > MAX_AUTHORIZATION_CHARS:
-        raise AuthenticationError("token too large")
+        raise AuthenticationError("token too large", reason="malformed")
     parts = value.split(" ")
     if len(parts) != 2 or parts[0].lower() != "bearer" or not parts[1]:
-        raise AuthenticationError("expected Authorization: Bearer <token>")
+        raise AuthenticationError("expected Authorization: Bearer <token>", reason="malformed")
     return parts[1]
 
 
@@ -43,6 +44,9 @@ async def current_caller(request: Request) -> RequestContext:
         principal = await verifier.verify(token)
     except AuthenticationError as exc:
         logger.info("auth.rejected", extra={"reason": exc.message})
+        metrics: Metrics | None = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.auth_failed(exc.reason)
         raise
     request.state.user_id = principal.user_id
     request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex

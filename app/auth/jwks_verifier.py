@@ -58,7 +58,7 @@ class JwksVerifier:
             # Without a kid the choice must be unambiguous.
             fitting = keys.fitting(header.alg)
             if len(fitting) != 1:
-                raise AuthenticationError("token has no key id")
+                raise AuthenticationError("token has no key id", reason="unknown_key")
             return fitting[0]
         candidates = keys.with_kid(header.kid)
         if not candidates:
@@ -66,8 +66,10 @@ class JwksVerifier:
             keys = await self._keys.refresh_for_unknown_kid()
             candidates = keys.with_kid(header.kid)
             if not candidates:
-                raise AuthenticationError("unknown signing key")
+                raise AuthenticationError("unknown signing key", reason="unknown_key")
         for key in candidates:
             if key.fits(header.alg):
                 return key
-        raise AuthenticationError("signing key does not fit the token algorithm")
+        raise AuthenticationError(
+            "signing key does not fit the token algorithm", reason="signature"
+        )

@@ -49,27 +49,27 @@ class TokenHeader:
 def read_header(token: str, *, algorithms: Collection[str]) -> TokenHeader:
     """Parse the unverified header of a compact JWS and apply the header rules."""
     if not isinstance(token, str) or not token:
-        raise AuthenticationError("missing token")
+        raise AuthenticationError("missing token", reason="missing")
     if len(token) > MAX_TOKEN_BYTES:
-        raise AuthenticationError("token too large")
+        raise AuthenticationError("token too large", reason="malformed")
     segments = token.split(".")
     if not token.isascii() or len(segments) != 3 or not all(segments):
-        raise AuthenticationError("malformed token")
+        raise AuthenticationError("malformed token", reason="malformed")
     try:
         header = jwt.get_unverified_header(token)
     except (jwt.PyJWTError, ValueError, TypeError, RecursionError):
-        raise AuthenticationError("malformed token") from None
+        raise AuthenticationError("malformed token", reason="malformed") from None
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in algorithms:
-        raise AuthenticationError("token algorithm not allowed")
+        raise AuthenticationError("token algorithm not allowed", reason="signature")
     if FORBIDDEN_HEADERS.intersection(header):
-        raise AuthenticationError("unsupported token header")
+        raise AuthenticationError("unsupported token header", reason="malformed")
     typ = header.get("typ")
     if typ is not None and (not isinstance(typ, str) or typ.lower() not in ACCESS_TOKEN_TYPES):
-        raise AuthenticationError("not an access token")
+        raise AuthenticationError("not an access token", reason="wrong_type")
     kid = header.get("kid")
     if kid is not None and (not isinstance(kid, str) or not kid or len(kid) > MAX_KID_CHARS):
-        raise AuthenticationError("invalid key id")
+        raise AuthenticationError("invalid key id", reason="malformed")
     return TokenHeader(alg=alg, kid=kid)
 
 
@@ -84,9 +84,9 @@ def verify_signature(
     try:
         claims: dict[str, Any] = jwt.decode(token, key, algorithms=[algorithm], options=options)
     except jwt.InvalidSignatureError:
-        raise AuthenticationError("invalid signature") from None
+        raise AuthenticationError("invalid signature", reason="signature") from None
     except (jwt.PyJWTError, ValueError, TypeError, RecursionError):
-        raise AuthenticationError("malformed token") from None
+        raise AuthenticationError("malformed token", reason="malformed") from None
     return claims
 
 
@@ -132,11 +132,11 @@ class ClaimRules:
         nbf = _numeric(claims, "nbf", required=False)
         assert exp is not None and iat is not None
         if exp <= now - leeway:
-            raise AuthenticationError("token expired")
+            raise AuthenticationError("token expired", reason="expired")
         if iat > now + leeway:
-            raise AuthenticationError("token issued in the future")
+            raise AuthenticationError("token issued in the future", reason="not_yet_valid")
         if nbf is not None and nbf > now + leeway:
-            raise AuthenticationError("token not yet valid")
+            raise AuthenticationError("token not yet valid", reason="not_yet_valid")
         if exp < iat:
             raise AuthenticationError("invalid token: exp before iat")
         if exp - iat > self.max_lifetime_seconds:

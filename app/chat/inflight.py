@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
+
+from app.observability.metrics import Metrics
 
 
 class StreamGate:
@@ -12,8 +15,9 @@ class StreamGate:
     when the database pool or the CPU runs out. `wait_idle` lets shutdown finish their saves.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, metrics: Metrics | None = None) -> None:
         self._slots = asyncio.Semaphore(limit)
+        self._metrics = metrics
         self._count = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -24,16 +28,24 @@ class StreamGate:
 
     async def enter(self, wait_seconds: float) -> bool:
         """Take a slot, waiting up to `wait_seconds`; False when none came free in time."""
+        started = time.perf_counter()
         try:
             await asyncio.wait_for(self._slots.acquire(), wait_seconds)
         except TimeoutError:
             return False
+        finally:
+            if self._metrics is not None:
+                self._metrics.queue_wait.observe(time.perf_counter() - started)
+        if self._metrics is not None:
+            self._metrics.streams_open.inc()
         self._count += 1
         self._idle.clear()
         return True
 
     def leave(self) -> None:
         self._slots.release()
+        if self._metrics is not None:
+            self._metrics.streams_open.dec()
         self._count -= 1
         if self._count <= 0:
             self._count = 0

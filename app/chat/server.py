@@ -36,6 +36,8 @@ from app.chat.failures import McpUnavailableError, user_message_for
 from app.chat.tool_progress import ToolProgressHooks
 from app.chat.turn_stream import TurnStream
 from app.context import RequestContext
+from app.observability.agent_calls import observed_turn
+from app.observability.metrics import Metrics
 from app.store.chatkit_store import SqlStore
 from app.tools.mcp_connection import McpConnector
 
@@ -71,6 +73,7 @@ class ChatServer(ChatKitServer[RequestContext]):
         history_limit: int,
         titles: TitleMaker | None = None,
         tracing: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__(store=store, attachment_store=store)
         self.sql_store = store
@@ -80,7 +83,9 @@ class ChatServer(ChatKitServer[RequestContext]):
         self._run_config = RunConfig(tracing_disabled=not tracing)
         self._converter = HistoryConverter()
         self._titles = titles
+        self.metrics = metrics
 
+    @observed_turn
     async def respond(
         self,
         thread: ThreadMetadata,

@@ -7,8 +7,11 @@ from typing import Any
 import httpx2
 from agents import RunContextWrapper, default_tool_error_function
 from agents.mcp import MCPServerStreamableHttp
+from mcp.types import CallToolResult
 
 from app.net import outbound_transport
+from app.observability.agent_calls import observe_tool_call
+from app.observability.metrics import Metrics
 
 DEFAULT_SERVER_NAME = "todo"
 
@@ -35,6 +38,23 @@ def mcp_tool_failure(context: RunContextWrapper[Any], error: Exception) -> str:
     if _unreachable(error):
         raise McpToolUnavailable("the MCP server did not answer the tool call") from error
     return default_tool_error_function(context, error)
+
+
+class ObservedMcpServer(MCPServerStreamableHttp):
+    """An MCP client whose tool calls are counted, timed and traced."""
+
+    def __init__(self, *, metrics: Metrics | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._metrics = metrics
+
+    async def call_tool(
+        self,
+        tool_name: str,
+        arguments: dict[str, Any] | None,
+        meta: dict[str, Any] | None = None,
+    ) -> CallToolResult:
+        call = super().call_tool(tool_name, arguments, meta)
+        return await observe_tool_call(self._metrics, tool_name, call)
 
 
 class _LentTransport(httpx2.AsyncBaseTransport):
@@ -65,6 +85,7 @@ class McpConnector:
         *,
         name: str = DEFAULT_SERVER_NAME,
         limits: httpx2.Limits | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         if timeout_seconds <= 0:
             raise ValueError("timeout_seconds must be positive")
@@ -74,6 +95,7 @@ class McpConnector:
         # The SSL context is built here, once: a fresh client per request would build its own.
         self._transport = outbound_transport(limits=limits or httpx2.Limits())
         self._closed = False
+        self._metrics = metrics
 
     @property
     def closed(self) -> bool:
@@ -88,7 +110,8 @@ class McpConnector:
             raise RuntimeError("McpConnector is closed")
         if not token or any(char in token for char in "\r\n"):
             raise ValueError("token must be a non-empty single-line string")
-        return MCPServerStreamableHttp(
+        return ObservedMcpServer(
+            metrics=self._metrics,
             params={
                 "url": self.url,
                 "headers": {"Authorization": f"Bearer {token}"},
