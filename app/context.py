@@ -12,3 +12,7 @@ class RequestContext:
     user_id: str
     token: str = field(repr=False)
     request_id: str
+    # The token's `exp` (seconds since the epoch), when it has one.
+    expires_at: float | None = None
+    # Set by admission for threads.create: the id the new thread gets (claimed beforehand).
+    new_thread_id: str | None = None

@@ -1,19 +1,42 @@
-"""The application's error family, rendered in one place as `{type, message, status_code}`."""
+"""The application's error family, rendered in one place as `{type, message, status_code}`.
+
+    AppError (status_code, type)
+    ├── BadRequestError 400 bad_request
+    │   └── FeatureDisabledError 400 feature_not_enabled
+    ├── AuthenticationError 401 invalid_token (+ WWW-Authenticate; `reason` for metrics)
+    ├── NotFoundError 404 not_found
+    ├── RequestTimeoutError 408 request_timeout
+    ├── ConflictError 409 conflict
+    │   └── ThreadBusyError 409 thread_busy
+    ├── PayloadTooLargeError 413 payload_too_large
+    ├── RateLimitedError 429 rate_limited (+ Retry-After)
+    └── ServiceUnavailableError 503 service_unavailable (+ Retry-After)
+        ├── DatabaseUnavailableError 503
+        └── ServerBusyError 503
+
+Domain code raises these (or the SDK's NotFoundError / NotImplementedError, or a database
+outage, which the handlers below translate); routes never build error responses themselves.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from chatkit.store import NotFoundError as StoreNotFoundError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.db_errors import database_failure_message
+
 if TYPE_CHECKING:
     from app.observability.metrics import Metrics, RefusalReason
 
 logger = logging.getLogger(__name__)
+
+DB_RETRY_AFTER_SECONDS = 2
 
 
 class AppError(Exception):
@@ -45,11 +68,6 @@ class AuthenticationError(AppError):
         self.reason = reason
 
 
-class ForbiddenError(AppError):
-    status_code = 403
-    type = "forbidden"
-
-
 class NotFoundError(AppError):
     status_code = 404
     type = "not_found"
@@ -67,6 +85,11 @@ class ThreadBusyError(ConflictError):
     refusal = "thread_busy"
 
 
+class RequestTimeoutError(AppError):
+    status_code = 408
+    type = "request_timeout"
+
+
 class PayloadTooLargeError(AppError):
     status_code = 413
     type = "payload_too_large"
@@ -81,7 +104,7 @@ class RateLimitedError(AppError):
         super().__init__(message, headers={"Retry-After": str(max(1, retry_after))})
 
 
-class FeatureDisabledError(AppError):
+class FeatureDisabledError(BadRequestError):
     status_code = 400
     type = "feature_not_enabled"
 
@@ -94,6 +117,10 @@ class ServiceUnavailableError(AppError):
         super().__init__(
             message, headers={"Retry-After": str(retry_after)} if retry_after else None
         )
+
+
+class DatabaseUnavailableError(ServiceUnavailableError):
+    """The database did not answer (or no pooled connection came free in time)."""
 
 
 class ServerBusyError(ServiceUnavailableError):
@@ -152,7 +179,21 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=400,
         )
 
-    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def on_sdk_not_found(_: Request, exc: Exception) -> JSONResponse:
+        # The SDK's store lookups: a thread or item that is missing or someone else's.
+        return error_response(NotFoundError("Not found."))
+
+    async def on_not_implemented(_: Request, exc: Exception) -> JSONResponse:
+        # The SDK's hooks this server leaves unimplemented (a feature it does not offer).
+        return error_response(FeatureDisabledError("This operation is not enabled on this server."))
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        outage = database_failure_message(exc)
+        if outage is not None:
+            logger.warning("request.database_unavailable", extra={"error": type(exc).__name__})
+            return await on_app_error(
+                request, DatabaseUnavailableError(outage, retry_after=DB_RETRY_AFTER_SECONDS)
+            )
         # Our own bug: logged with its traceback, answered in the same JSON shape.
         logger.error("request.unhandled", exc_info=exc)
         return JSONResponse(
@@ -165,6 +206,8 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     app.add_exception_handler(AppError, on_app_error)
+    app.add_exception_handler(StoreNotFoundError, on_sdk_not_found)
+    app.add_exception_handler(NotImplementedError, on_not_implemented)
     app.add_exception_handler(Exception, on_unexpected)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

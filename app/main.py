@@ -6,18 +6,23 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import httpx2
 from agents import set_tracing_disabled
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.sdk.trace import TracerProvider
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
+from app import __version__
 from app.agent.provider import build_model
-from app.api import chatkit, health
+from app.api import chatkit, health, playground
 from app.api import metrics as metrics_route
+from app.api.openapi import install_openapi
 from app.auth.factory import build_verifier, describe_auth_mode
+from app.chat.admission import Admission, admission_policy
 from app.chat.inflight import StreamGate
 from app.chat.server import ChatServer
+from app.cors import ChatKitCors
 from app.errors import install_error_handlers
 from app.logging import configure_logging
 from app.middleware import LateMount, RequestIdMiddleware
@@ -41,12 +46,30 @@ from app.tools.mcp_connection import McpConnector
 logger = logging.getLogger(__name__)
 
 MCP_MOUNT_PATH = "/mcp"
+API_DESCRIPTION = (
+    "One endpoint, POST /api/chatkit, speaks the ChatKit protocol: a JSON body "
+    '{"type": <op>, "params": {...}} with Authorization: Bearer <JWT>. Errors are '
+    '{"type", "message", "status_code"}.'
+)
 SHUTDOWN_SAVE_SECONDS = 10.0
 
 
-def _loopback_host(host: str) -> str:
-    """Where this process can reach itself: a wildcard bind address is not a destination."""
-    return "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
+# The embedded MCP server is called in-process under this name: `.invalid` never resolves, so
+# no request meant for it can leave the process, whatever address or port the app is served on.
+EMBEDDED_MCP_HOST = "todo.embedded.invalid"
+LOOPBACK_ANY_PORT = ("127.0.0.1:*", "localhost:*", "[::1]:*")
+
+
+def embedded_connector(
+    mcp_app: ASGIApp, timeout_seconds: float, *, metrics: Metrics | None = None
+) -> McpConnector:
+    """A connector that reaches the embedded MCP app through an ASGI transport, not a socket."""
+    return McpConnector(
+        f"http://{EMBEDDED_MCP_HOST}{MCP_MOUNT_PATH}",
+        timeout_seconds,
+        transport=httpx2.ASGITransport(app=mcp_app),
+        metrics=metrics,
+    )
 
 
 def create_app(
@@ -66,6 +89,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(level=settings.log_level, json_lines=settings.log_json)
         set_tracing_disabled(not settings.agents_tracing)
+        if "*" in settings.cors_origins:
+            logger.warning(
+                "cors.any_origin: CORS_ORIGINS=* lets a page on any origin call this API with "
+                "a token it holds; list your app's origins instead"
+            )
         async with AsyncExitStack() as stack:
             if own_provider is not None:
                 stack.callback(own_provider.shutdown)  # last: sends the spans still buffered
@@ -91,34 +119,41 @@ def create_app(
             model = build_model(settings)
             stack.push_async_callback(model.aclose)
 
-            mcp_url = settings.mcp_server_url
             if embedded_mcp is not None:
                 from app.todo_mcp.server import build_todo_mcp
 
-                host = _loopback_host(settings.host)
                 todo = build_todo_mcp(
                     verifier=verifier,
                     sessions=session_factory(engine),
-                    public_url_hosts=[f"{host}:{settings.port}"],
+                    # Whatever port the process is served on, plus the in-process name.
+                    public_url_hosts=[*LOOPBACK_ANY_PORT, EMBEDDED_MCP_HOST],
                     port=settings.port,
                     path=MCP_MOUNT_PATH,
                 )
                 await stack.enter_async_context(todo.running())
                 embedded_mcp.target = todo.asgi_app
-                mcp_url = f"http://{host}:{settings.port}{MCP_MOUNT_PATH}"
-            assert mcp_url is not None
-            connector = McpConnector(mcp_url, settings.mcp_timeout, metrics=metrics)
+                connector = embedded_connector(todo.asgi_app, settings.mcp_timeout, metrics=metrics)
+            else:
+                assert settings.mcp_server_url is not None
+                connector = McpConnector(
+                    settings.mcp_server_url, settings.mcp_timeout, metrics=metrics
+                )
             stack.push_async_callback(connector.aclose)
 
             app.state.settings = settings
             app.state.engine = engine
             app.state.verifier = verifier
-            app.state.usage = UsageStore(engine)
-            inflight = app.state.stream_gate = StreamGate(
-                settings.max_concurrent_turns, metrics=metrics
+            store = SqlStore(engine)
+            inflight = StreamGate(settings.max_concurrent_turns, metrics=metrics)
+            admission = app.state.admission = Admission(
+                store=store,
+                usage=UsageStore(engine),
+                gate=inflight,
+                policy=admission_policy(settings),
             )
+            stack.push_async_callback(admission.aclose)
             app.state.chat_server = ChatServer(
-                store=SqlStore(engine),
+                store=store,
                 model=ObservedModel(
                     model.model,
                     api=model.api,
@@ -152,29 +187,27 @@ def create_app(
 
     app = FastAPI(
         title="ChatKit agent server",
+        description=API_DESCRIPTION,
+        version=__version__,
         lifespan=lifespan,
-        docs_url=None,
+        docs_url=None,  # our own page (no CDN), from install_openapi
         redoc_url=None,
-        openapi_url=None,
+        openapi_url="/openapi.json" if settings.docs else None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(chatkit.router)
+    if settings.docs:
+        install_openapi(app)
+    app.include_router(playground.router)
     app.include_router(metrics_route.router)
     if embedded_mcp is not None:
         # A Route, not a Mount: a Mount answers a POST to exactly /mcp with a 307 redirect.
         app.router.routes.append(Route(MCP_MOUNT_PATH, endpoint=embedded_mcp))
     if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After"],
-            max_age=600,
-        )
+        app.add_middleware(ChatKitCors, origins=settings.cors_origins)
     app.add_middleware(HttpObservabilityMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     if tracing is not None:

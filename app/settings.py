@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     auth_jwks_stale_seconds: int = Field(default=3600, ge=0)
 
     cors_origins: Annotated[list[str], NoDecode] = []
+    # /docs and /openapi.json.
+    docs: bool = True
+    # The browser playground at `/`: auto = on in the local-secret mode (no AUTH_* mode set).
+    playground: Literal["auto", "true", "false"] = "auto"
     host: str = "127.0.0.1"
     port: int = Field(default=8001, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -74,12 +78,15 @@ class Settings(BaseSettings):
 
     rate_limit_turns_per_minute: int = Field(default=30, ge=0)
     rate_limit_concurrent_streams: int = Field(default=3, ge=0)
-    stream_lease_seconds: int = Field(default=900, ge=10)
+    # A running answer renews its claims every third of this; a crashed one lapses after it.
+    stream_lease_seconds: int = Field(default=60, ge=10)
     shutdown_grace_seconds: int = Field(default=20, ge=0)
     max_concurrent_turns: int = Field(default=64, ge=1)
     turn_queue_seconds: float = Field(default=60.0, ge=0)
 
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # A request body that has not fully arrived after this many seconds gets 408.
+    request_body_timeout: float = Field(default=30.0, gt=0)
     max_message_chars: int = Field(default=32_000, ge=1)
 
     # GET /metrics (Prometheus); with METRICS_TOKEN set, scrapes must send it as a bearer token.
@@ -98,6 +105,11 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("playground", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator(
         "openai_api_key",
@@ -157,6 +169,18 @@ class Settings(BaseSettings):
     def model_provider(self) -> Literal["openai", "offline"]:
         """`openai` when any OpenAI setting is given, else the offline demo model."""
         return "openai" if (self.openai_api_key or self.openai_base_url) else "offline"
+
+    @property
+    def local_secret_mode(self) -> bool:
+        """True when no auth mode is configured: tokens are signed with a generated secret."""
+        return not self.auth_jwks_url and self.auth_jwt_secret is None
+
+    @property
+    def playground_enabled(self) -> bool:
+        """Whether `GET /` serves the browser playground (PLAYGROUND, auto: local-secret mode)."""
+        if self.playground == "auto":
+            return self.local_secret_mode
+        return self.playground == "true"
 
     @property
     def is_postgres(self) -> bool:

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.chat.admission import Admission
 from app.chat.server import ChatServer
 from app.settings import Settings
-from app.store.usage import UsageStore
 
 
 def get_chat_server(request: Request) -> ChatServer:
@@ -16,9 +16,9 @@ def get_chat_server(request: Request) -> ChatServer:
     return server
 
 
-def get_usage(request: Request) -> UsageStore:
-    usage: UsageStore = request.app.state.usage
-    return usage
+def get_admission(request: Request) -> Admission:
+    admission: Admission = request.app.state.admission
+    return admission
 
 
 def get_settings(request: Request) -> Settings:
@@ -26,6 +26,6 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
+AdmissionDep = Annotated[Admission, Depends(get_admission)]
 ChatServerDep = Annotated[ChatServer, Depends(get_chat_server)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-UsageDep = Annotated[UsageStore, Depends(get_usage)]

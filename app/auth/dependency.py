@@ -50,7 +50,13 @@ async def current_caller(request: Request) -> RequestContext:
         raise
     request.state.user_id = principal.user_id
     request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
-    return RequestContext(user_id=principal.user_id, token=token, request_id=request_id)
+    exp = principal.claims.get("exp")
+    return RequestContext(
+        user_id=principal.user_id,
+        token=token,
+        request_id=request_id,
+        expires_at=float(exp) if isinstance(exp, int | float) else None,
+    )
 
 
 CurrentCaller = Annotated[RequestContext, Depends(current_caller)]

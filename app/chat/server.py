@@ -26,13 +26,12 @@ from chatkit.types import (
     ThreadStreamEvent,
     UserMessageItem,
     UserMessageTagContent,
-    is_streaming_req,
 )
-from pydantic import TypeAdapter
 
 from app.agent.factory import build_agent
 from app.agent.titles import TitleMaker, first_words_title
 from app.chat.failures import McpUnavailableError, user_message_for
+from app.chat.sdk_seams import dispatch
 from app.chat.tool_progress import ToolProgressHooks
 from app.chat.turn_stream import TurnStream
 from app.context import RequestContext
@@ -45,7 +44,6 @@ logger = logging.getLogger(__name__)
 
 TITLE_WAIT_SECONDS = 10.0
 MAX_TAG_DATA_CHARS = 2000
-REQUEST_ADAPTER: TypeAdapter[ChatKitReq] = TypeAdapter(ChatKitReq)
 
 
 class HistoryConverter(ThreadItemConverter):
@@ -147,19 +145,11 @@ class ChatServer(ChatKitServer[RequestContext]):
             extra={"thread_id": thread.id, "ms": round((time.perf_counter() - started) * 1000)},
         )
 
-    async def process(
-        self, request: str | bytes | bytearray, context: RequestContext
-    ) -> StreamingResult | NonStreamingResult:
-        """Parse with one adapter built once (the SDK builds a new one per request)."""
-        return await self.process_request(REQUEST_ADAPTER.validate_json(request), context)
-
     async def process_request(
         self, request: ChatKitReq, context: RequestContext
     ) -> StreamingResult | NonStreamingResult:
-        """Route an already validated request, so the endpoint parses each body only once."""
-        if is_streaming_req(request):
-            return StreamingResult(self._process_streaming(request, context))
-        return NonStreamingResult(await self._process_non_streaming(request, context))
+        """Run an already parsed request (the endpoint parses each body once)."""
+        return await dispatch(self, request, context)
 
     async def handle_stream_cancelled(
         self,

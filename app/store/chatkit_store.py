@@ -1,13 +1,29 @@
-"""The ChatKit Store on SQL: every query scoped to the caller's user id."""
+"""The ChatKit Store on SQL: every query scoped to the caller's user id.
+
+Times: the SDK makes naive `datetime.now()` values, the local time of the process. The store
+keeps UTC (naive UTC columns, `+00:00` in the JSON) and hands every time back as the naive local
+time of the process reading it, so processes in different time zones agree on order and the SDK's
+own arithmetic (`datetime.now() - created_at`) stays right. A row's `created_at` column is the
+source of truth for its time; the rest of what is returned comes from its JSON.
+"""
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from chatkit.store import AttachmentStore, NotFoundError, Store, StoreItemType
+from chatkit.errors import CustomStreamError
+from chatkit.store import (
+    AttachmentStore,
+    NotFoundError,
+    Store,
+    StoreItemType,
+    default_generate_id,
+)
 from chatkit.types import (
     Attachment,
     AttachmentCreateParams,
@@ -19,23 +35,41 @@ from chatkit.types import (
 from pydantic import TypeAdapter
 from sqlalchemy import ColumnElement, Table, and_, delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.context import RequestContext
+from app.db_errors import DatabaseFailure, database_failure_message, sqlstate_of
 from app.errors import FeatureDisabledError
 from app.store.tables import AttachmentRow, FeedbackRow, ItemRow, ThreadRow
 
-MAX_PAGE_SIZE = 100
+logger = logging.getLogger(__name__)
 
-_ID_PREFIXES: dict[StoreItemType, str] = {
-    "thread": "thr",
-    "message": "msg",
-    "tool_call": "tc",
-    "task": "tsk",
-    "workflow": "wf",
-    "attachment": "atc",
-    "sdk_hidden_context": "shcx",
-}
+MAX_PAGE_SIZE = 100
+SAVE_FAILED_MESSAGE = "Your conversation could not be saved. Please try again."
+THREAD_GONE_MESSAGE = "This conversation was deleted, so the answer was not saved."
+
+
+class StoreWriteError(DatabaseFailure, CustomStreamError):
+    """Saving into a thread failed; mid-turn the SDK shows `message` as the stream's error event."""
+
+    def __init__(self, message: str, *, unavailable: bool, sqlstate: str | None) -> None:
+        CustomStreamError.__init__(self, message, allow_retry=True)
+        self.unavailable = unavailable
+        self.sqlstate = sqlstate
+
+    def __str__(self) -> str:
+        return f"{self.message} (sqlstate {self.sqlstate or '-'})"
+
+
+class ThreadGoneError(NotFoundError, CustomStreamError):
+    """The thread is not the caller's (or was deleted mid-turn) while saving into it."""
+
+    def __init__(self, thread_id: str) -> None:
+        NotFoundError.__init__(self, f"Thread {thread_id} not found")
+        self.message = THREAD_GONE_MESSAGE
+        self.allow_retry = False
+
 
 _threads: Table = ThreadRow.__table__  # type: ignore[attr-defined]
 _items: Table = ItemRow.__table__  # type: ignore[attr-defined]
@@ -49,6 +83,11 @@ _attachment_adapter: TypeAdapter[Attachment] = TypeAdapter(Attachment)
 def new_id(prefix: str) -> str:
     """A 128-bit random id: collisions are not a practical concern at any table size."""
     return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def new_item_id(item_type: StoreItemType) -> str:
+    """The SDK's prefix for `item_type` (from its public generator) on a 128-bit id."""
+    return new_id(default_generate_id(item_type).rsplit("_", 1)[0])
 
 
 DEFAULT_PAGE_SIZE = 20
@@ -69,20 +108,55 @@ def _known_ids(*ids: str | None) -> None:
 
 
 def _column_time(value: datetime) -> datetime:
-    """Order by naive UTC; the SDK makes naive local datetimes and must get them back as given."""
-    if value.tzinfo is not None:
-        return value.astimezone(UTC).replace(tzinfo=None)
-    return value
+    """Naive UTC for a column; a naive value is the local time of this process (the SDK's)."""
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _local_time(column_value: datetime) -> datetime:
+    """A naive UTC column value as the naive local time of this process, as the SDK expects."""
+    return column_value.replace(tzinfo=UTC).astimezone().replace(tzinfo=None)
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def _thread_json(thread: ThreadMetadata) -> str:
+def _thread_json(thread: ThreadMetadata, created_at: datetime) -> str:
     # A `Thread` may arrive carrying its items: only the metadata fields are stored.
     fields = {name: getattr(thread, name) for name in ThreadMetadata.model_fields}
+    fields["created_at"] = created_at.replace(tzinfo=UTC)
     return ThreadMetadata(**fields).model_dump_json()
+
+
+def _item_json(item: ThreadItem, created_at: datetime) -> str:
+    return item.model_copy(update={"created_at": created_at.replace(tzinfo=UTC)}).model_dump_json()
+
+
+def _thread_from_row(data: str, created_at: datetime) -> ThreadMetadata:
+    thread = ThreadMetadata.model_validate_json(data)
+    thread.created_at = _local_time(created_at)
+    return thread
+
+
+def _item_from_row(data: str, created_at: datetime) -> ThreadItem:
+    item = _item_adapter.validate_json(data)
+    item.created_at = _local_time(created_at)
+    return item
+
+
+def _write_failed(operation: str, exc: SQLAlchemyError) -> StoreWriteError:
+    """The error to raise instead of `exc`, whose text may quote the user's data; logged here."""
+    sqlstate = sqlstate_of(exc)
+    logger.warning(
+        "store.write_failed",
+        extra={"operation": operation, "error": type(exc).__name__, "sqlstate": sqlstate},
+    )
+    unavailable_message = database_failure_message(exc)
+    return StoreWriteError(
+        unavailable_message or SAVE_FAILED_MESSAGE,
+        unavailable=unavailable_message is not None,
+        sqlstate=sqlstate,
+    )
 
 
 def _after_clause(table: Table, created_at: datetime, seq: int, order: str) -> ColumnElement[bool]:
@@ -103,6 +177,10 @@ def _order_by(table: Table, order: str) -> list[Any]:
     return [table.c.created_at.asc(), table.c.seq.asc()]
 
 
+def new_thread_id() -> str:
+    return new_item_id("thread")
+
+
 class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
     """ChatKit Store on Postgres or SQLite; a short transaction per method."""
 
@@ -111,50 +189,62 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
         dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
         self._insert = dialect.insert
 
+    @asynccontextmanager
+    async def _writing(self, operation: str) -> AsyncIterator[AsyncConnection]:
+        """One write transaction; a database failure leaves as StoreWriteError, values unlogged."""
+        try:
+            async with self._engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise _write_failed(operation, exc) from None
+
     # ids ---------------------------------------------------------------------------------
     def generate_thread_id(self, context: RequestContext) -> str:
-        return new_id("thr")
+        return context.new_thread_id or new_thread_id()
 
     def generate_item_id(
         self, item_type: StoreItemType, thread: ThreadMetadata, context: RequestContext
     ) -> str:
-        return new_id(_ID_PREFIXES.get(item_type, "itm"))
+        return new_item_id(item_type)
 
     def generate_attachment_id(self, mime_type: str, context: RequestContext) -> str:
-        return new_id("atc")
+        return new_item_id("attachment")
 
     # threads -----------------------------------------------------------------------------
     async def load_thread(self, thread_id: str, context: RequestContext) -> ThreadMetadata:
         _known_ids(thread_id)
         async with self._engine.connect() as conn:
-            data = await conn.scalar(
-                select(_threads.c.data).where(
-                    _threads.c.id == thread_id, _threads.c.user_id == context.user_id
+            row = (
+                await conn.execute(
+                    select(_threads.c.data, _threads.c.created_at).where(
+                        _threads.c.id == thread_id, _threads.c.user_id == context.user_id
+                    )
                 )
-            )
-        if data is None:
+            ).first()
+        if row is None:
             raise NotFoundError(f"Thread {thread_id} not found")
-        return ThreadMetadata.model_validate_json(data)
+        return _thread_from_row(row.data, row.created_at)
 
     async def save_thread(self, thread: ThreadMetadata, context: RequestContext) -> None:
         _known_ids(thread.id)
         now = _utcnow()
+        created_at = _column_time(thread.created_at)
         statement = self._insert(_threads).values(
             id=thread.id,
             user_id=context.user_id,
-            created_at=_column_time(thread.created_at),
+            created_at=created_at,
             updated_at=now,
-            data=_thread_json(thread),
+            data=_thread_json(thread, created_at),
         )
         statement = statement.on_conflict_do_update(
             index_elements=[_threads.c.id],
             set_={"data": statement.excluded.data, "updated_at": now},
             where=_threads.c.user_id == statement.excluded.user_id,
         )
-        async with self._engine.begin() as conn:
+        async with self._writing("save_thread") as conn:
             result = await conn.execute(statement)
         if result.rowcount == 0:  # the id belongs to another user
-            raise NotFoundError(f"Thread {thread.id} not found")
+            raise ThreadGoneError(thread.id)
 
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: RequestContext
@@ -162,7 +252,7 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
         owned = _threads.c.user_id == context.user_id
         rows, has_more = await self._page_rows(_threads, owned, after, limit, order, "Thread")
         return Page(
-            data=[ThreadMetadata.model_validate_json(row.data) for row in rows],
+            data=[_thread_from_row(row.data, row.created_at) for row in rows],
             has_more=has_more,
             after=rows[-1].id if has_more and rows else None,
         )
@@ -203,7 +293,7 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
         owned = and_(_items.c.thread_id == thread_id, _items.c.user_id == context.user_id)
         rows, has_more = await self._page_rows(_items, owned, after, limit, order, "Item")
         return Page(
-            data=[_item_adapter.validate_json(row.data) for row in rows],
+            data=[_item_from_row(row.data, row.created_at) for row in rows],
             has_more=has_more,
             after=rows[-1].id if has_more and rows else None,
         )
@@ -217,10 +307,10 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
         order: str,
         kind: str,
     ) -> tuple[list[Any], bool]:
-        """A page of (id, data) rows among `owned`, strictly after row `after`; and has_more."""
+        """A page of (id, data, created_at) rows among `owned`, strictly after row `after`."""
         _known_ids(after)
         limit = clamp_limit(limit)
-        query = select(table.c.id, table.c.data).where(owned)
+        query = select(table.c.id, table.c.data, table.c.created_at).where(owned)
         async with self._engine.connect() as conn:
             if after:
                 cursor = (
@@ -246,13 +336,14 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
 
     async def _upsert_item(self, thread_id: str, item: ThreadItem, context: RequestContext) -> None:
         _known_ids(thread_id, item.id)
+        created_at = _column_time(item.created_at)
         statement = self._insert(_items).values(
             id=item.id,
             thread_id=thread_id,
             user_id=context.user_id,
             type=item.type,
-            created_at=_column_time(item.created_at),
-            data=item.model_dump_json(),
+            created_at=created_at,
+            data=_item_json(item, created_at),
         )
         # Same id again (client tool output, workflows, retries): replace the JSON, keep its place.
         statement = statement.on_conflict_do_update(
@@ -260,8 +351,11 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
             set_={"data": statement.excluded.data, "type": statement.excluded.type},
             where=_items.c.user_id == statement.excluded.user_id,
         )
-        async with self._engine.begin() as conn:
-            await self._require_thread(conn, thread_id, context)
+        async with self._writing("save_item") as conn:
+            try:
+                await self._require_thread(conn, thread_id, context)
+            except NotFoundError:
+                raise ThreadGoneError(thread_id) from None
             result = await conn.execute(statement)
         if result.rowcount == 0:
             raise NotFoundError(f"Item {item.id} not found")
@@ -269,22 +363,24 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
     async def load_item(self, thread_id: str, item_id: str, context: RequestContext) -> ThreadItem:
         _known_ids(thread_id, item_id)
         async with self._engine.connect() as conn:
-            data = await conn.scalar(
-                select(_items.c.data).where(
-                    _items.c.thread_id == thread_id,
-                    _items.c.id == item_id,
-                    _items.c.user_id == context.user_id,
+            row = (
+                await conn.execute(
+                    select(_items.c.data, _items.c.created_at).where(
+                        _items.c.thread_id == thread_id,
+                        _items.c.id == item_id,
+                        _items.c.user_id == context.user_id,
+                    )
                 )
-            )
-        if data is None:
+            ).first()
+        if row is None:
             raise NotFoundError(f"Item {item_id} not found")
-        return _item_adapter.validate_json(data)
+        return _item_from_row(row.data, row.created_at)
 
     async def delete_thread_item(
         self, thread_id: str, item_id: str, context: RequestContext
     ) -> None:
         _known_ids(thread_id, item_id)
-        async with self._engine.begin() as conn:
+        async with self._writing("delete_item") as conn:
             await conn.execute(
                 delete(_items).where(
                     _items.c.thread_id == thread_id,

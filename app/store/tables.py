@@ -141,3 +141,14 @@ class StreamLeaseRow(SQLModel, table=True):
     user_id: str = Field(sa_column=Column(String(USER_ID_LENGTH), nullable=False))
     started_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))
     expires_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))
+
+
+class ThreadTurnRow(SQLModel, table=True):
+    """A thread whose answer is running: no second answer starts until it ends or expires."""
+
+    __tablename__ = "thread_turns"
+
+    thread_id: str = Field(sa_column=Column(String(ID_LENGTH), primary_key=True))
+    user_id: str = Field(sa_column=Column(String(USER_ID_LENGTH), nullable=False))
+    lease_id: str = Field(sa_column=Column(String(ID_LENGTH), nullable=False))
+    expires_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))

@@ -7,14 +7,19 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Table, delete, func, select, text
+from sqlalchemy import Table, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.store.tables import StreamLeaseRow, UsageWindowRow
+from app.store.tables import StreamLeaseRow, ThreadTurnRow, UsageWindowRow
 
 _windows: Table = UsageWindowRow.__table__  # type: ignore[attr-defined]
 _leases: Table = StreamLeaseRow.__table__  # type: ignore[attr-defined]
+_turns: Table = ThreadTurnRow.__table__  # type: ignore[attr-defined]
+
+
+class ThreadBusy(Exception):
+    """The thread's previous answer is still running (in this process or another)."""
 
 
 class LimitExceeded(Exception):
@@ -76,10 +81,19 @@ class UsageStore:
             await conn.execute(
                 delete(_leases).where(_leases.c.user_id == user_id, _leases.c.expires_at < now)
             )
-            active = await conn.scalar(select(func.count()).where(_leases.c.user_id == user_id))
+            active, first_expiry = (
+                await conn.execute(
+                    select(func.count(), func.min(_leases.c.expires_at)).where(
+                        _leases.c.user_id == user_id
+                    )
+                )
+            ).one()
             if int(active or 0) >= limit:
+                # A slot frees when a stream ends, or at the latest when its lease lapses.
+                wait = (first_expiry - now).total_seconds() if first_expiry else 1.0
                 raise LimitExceeded(
-                    f"Too many answers in progress: at most {limit} at once.", retry_after=2
+                    f"Too many answers in progress: at most {limit} at once.",
+                    retry_after=max(1, math.ceil(wait)),
                 )
             await conn.execute(
                 _leases.insert().values(
@@ -94,3 +108,54 @@ class UsageStore:
     async def release_stream(self, lease_id: str) -> None:
         async with self._engine.begin() as conn:
             await conn.execute(delete(_leases).where(_leases.c.id == lease_id))
+
+    async def claim_thread(self, thread_id: str, user_id: str, *, lease_seconds: int) -> str:
+        """Mark the thread as answering; raise ThreadBusy while another answer holds it."""
+        now = _now()
+        lease_id = uuid.uuid4().hex
+        statement = self._insert(_turns).values(
+            thread_id=thread_id,
+            user_id=user_id,
+            lease_id=lease_id,
+            expires_at=now + timedelta(seconds=lease_seconds),
+        )
+        # Take over only a claim whose holder stopped renewing it (a crashed process).
+        statement = statement.on_conflict_do_update(
+            index_elements=[_turns.c.thread_id],
+            set_={
+                "user_id": statement.excluded.user_id,
+                "lease_id": statement.excluded.lease_id,
+                "expires_at": statement.excluded.expires_at,
+            },
+            where=_turns.c.expires_at < now,
+        ).returning(_turns.c.lease_id)
+        async with self._engine.begin() as conn:
+            holder = (await conn.execute(statement)).scalar_one_or_none()
+        if holder != lease_id:
+            raise ThreadBusy(thread_id)
+        return lease_id
+
+    async def release_thread(self, thread_id: str, lease_id: str) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                delete(_turns).where(_turns.c.thread_id == thread_id, _turns.c.lease_id == lease_id)
+            )
+
+    async def renew(
+        self, *, stream_lease: str | None, thread_lease: str | None, lease_seconds: int
+    ) -> None:
+        """Push back the expiry of a running answer's stream slot and thread claim."""
+        expires_at = _now() + timedelta(seconds=lease_seconds)
+        async with self._engine.begin() as conn:
+            if stream_lease is not None:
+                await conn.execute(
+                    update(_leases)
+                    .where(_leases.c.id == stream_lease)
+                    .values(expires_at=expires_at)
+                )
+            if thread_lease is not None:
+                await conn.execute(
+                    update(_turns)
+                    .where(_turns.c.lease_id == thread_lease)
+                    .values(expires_at=expires_at)
+                )

@@ -1,0 +1,50 @@
+"""A ChatKit answer as a server-sent event stream that releases its admission when it ends."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+import anyio
+from chatkit.errors import CustomStreamError
+from chatkit.server import StreamingResult
+from chatkit.types import ErrorEvent
+from fastapi.responses import StreamingResponse
+
+from app.db_errors import database_failure_message
+
+logger = logging.getLogger(__name__)
+
+STREAM_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
+
+
+def error_frame(message: str) -> bytes:
+    """One ChatKit `error` event as an SSE frame."""
+    event = ErrorEvent(code="custom", message=message, allow_retry=True)
+    return b"data: " + event.model_dump_json(exclude_none=True).encode() + b"\n\n"
+
+
+async def _relay(result: StreamingResult, holdings: AsyncExitStack) -> AsyncIterator[bytes]:
+    """The SDK's frames; a failure outside the turn (e.g. the database) ends in an event."""
+    try:
+        async for chunk in result:
+            yield chunk
+    except Exception as exc:
+        logger.warning("stream.failed", extra={"error": type(exc).__name__})
+        worded = exc.message if isinstance(exc, CustomStreamError) else None  # e.g. a failed save
+        yield error_frame(
+            worded
+            or database_failure_message(exc)
+            or "Something went wrong on the server. Please retry."
+        )
+    finally:
+        with anyio.CancelScope(shield=True):
+            await holdings.aclose()
+
+
+def sse_response(result: StreamingResult, holdings: AsyncExitStack) -> StreamingResponse:
+    """Stream `result`; `holdings` (gate slot, leases, thread claim) is closed when it ends."""
+    return StreamingResponse(
+        _relay(result, holdings), media_type="text/event-stream", headers=STREAM_HEADERS
+    )

@@ -1,0 +1,217 @@
+"""What a ChatKit request must pass before it runs, held until its answer ends, released once.
+
+A streamed turn takes, in order: the checks that must answer with a status code (preflight),
+the thread (one answer per thread at a time, decided in the database), one of the user's stream
+slots, a slot of this process (the stream gate), and a count against the per-minute quota. Each
+is pushed onto one exit stack, so a refusal half-way gives back what was taken, and the stream
+that outlives the route takes the stack over and closes it when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+import anyio
+from chatkit.types import (
+    ChatKitReq,
+    ThreadsAddClientToolOutputReq,
+    ThreadsAddStructuredInputReq,
+    ThreadsAddUserMessageReq,
+    ThreadsCreateReq,
+    ThreadsRetryAfterItemReq,
+    is_streaming_req,
+)
+
+from app.chat.inflight import StreamGate
+from app.chat.preflight import preflight
+from app.context import RequestContext
+from app.errors import (
+    AuthenticationError,
+    RateLimitedError,
+    ServerBusyError,
+    ThreadBusyError,
+)
+from app.settings import Settings
+from app.store.chatkit_store import SqlStore, new_thread_id
+from app.store.usage import LimitExceeded, ThreadBusy, UsageStore
+
+logger = logging.getLogger(__name__)
+
+# Ops that run the model: they count against the per-user limits and hold their thread.
+TurnRequest = (
+    ThreadsCreateReq
+    | ThreadsAddUserMessageReq
+    | ThreadsRetryAfterItemReq
+    | ThreadsAddClientToolOutputReq
+    | ThreadsAddStructuredInputReq
+)
+BUSY_RETRY_AFTER_SECONDS = 5
+_Release = Callable[..., Awaitable[None]]
+RELEASE_RETRY_MAX_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionPolicy:
+    """The limits admission applies (from Settings)."""
+
+    max_message_chars: int
+    turns_per_minute: int
+    concurrent_streams: int
+    lease_seconds: int
+    queue_seconds: float
+
+
+def admission_policy(settings: Settings) -> AdmissionPolicy:
+    return AdmissionPolicy(
+        max_message_chars=settings.max_message_chars,
+        turns_per_minute=settings.rate_limit_turns_per_minute,
+        concurrent_streams=settings.rate_limit_concurrent_streams,
+        lease_seconds=settings.stream_lease_seconds,
+        queue_seconds=settings.turn_queue_seconds,
+    )
+
+
+class Ticket:
+    """What one admitted request holds; `hand_over()` moves it to the stream that ends it."""
+
+    def __init__(self, context: RequestContext, stack: AsyncExitStack) -> None:
+        self.context = context
+        self._stack = stack
+
+    def hand_over(self) -> AsyncExitStack:
+        """The holdings, now owned by the caller (close it once, when the stream ends)."""
+        return self._stack.pop_all()
+
+
+class Admission:
+    """Admits ChatKit requests: `async with admission.admit(request, caller) as ticket:`."""
+
+    def __init__(
+        self, *, store: SqlStore, usage: UsageStore, gate: StreamGate, policy: AdmissionPolicy
+    ) -> None:
+        self._store = store
+        self._usage = usage
+        self._gate = gate
+        self._policy = policy
+        # Releases that failed and are retried in the background (kept so they are not lost).
+        self._retrying: set[asyncio.Task[None]] = set()
+
+    @asynccontextmanager
+    async def admit(self, request: ChatKitReq, caller: RequestContext) -> AsyncIterator[Ticket]:
+        """Check and reserve everything `request` needs; given back on exit unless handed over."""
+        async with AsyncExitStack() as stack:
+            context = caller
+            await preflight(
+                request, self._store, caller, max_message_chars=self._policy.max_message_chars
+            )
+            if isinstance(request, TurnRequest):
+                context = await self._take_turn(request, caller, stack)
+            if is_streaming_req(request):
+                if not await self._gate.enter(self._policy.queue_seconds):
+                    raise ServerBusyError(
+                        "The server is busy; please retry shortly.",
+                        retry_after=BUSY_RETRY_AFTER_SECONDS,
+                    )
+                stack.callback(self._gate.leave)
+            yield Ticket(context, stack)
+
+    async def _take_turn(
+        self, request: TurnRequest, caller: RequestContext, stack: AsyncExitStack
+    ) -> RequestContext:
+        policy = self._policy
+        if caller.expires_at is not None and caller.expires_at <= time.time():
+            # The door's leeway is for clock skew; a turn forwards the token, which would fail.
+            raise AuthenticationError("Your session has expired; sign in again.", reason="expired")
+        if isinstance(request, ThreadsCreateReq):
+            # Claim the thread before it exists, so it is busy from its first event on.
+            thread_id = new_thread_id()
+            caller = dataclasses.replace(caller, new_thread_id=thread_id)
+        else:
+            thread_id = request.params.thread_id
+        try:
+            thread_lease = await self._usage.claim_thread(
+                thread_id, caller.user_id, lease_seconds=policy.lease_seconds
+            )
+        except ThreadBusy:
+            raise ThreadBusyError(
+                "This thread is still answering; wait for the answer or stop it first."
+            ) from None
+        stack.push_async_callback(
+            self._release, self._usage.release_thread, thread_id, thread_lease
+        )
+        stream_lease = None
+        try:
+            if policy.concurrent_streams:
+                stream_lease = await self._usage.acquire_stream(
+                    caller.user_id,
+                    limit=policy.concurrent_streams,
+                    lease_seconds=policy.lease_seconds,
+                )
+                stack.push_async_callback(self._release, self._usage.release_stream, stream_lease)
+            if policy.turns_per_minute:
+                # Counted last: a turn refused for another reason does not use up the quota.
+                await self._usage.count_turn(caller.user_id, limit=policy.turns_per_minute)
+        except LimitExceeded as exc:
+            logger.info("limit.exceeded", extra={"reason": str(exc)})
+            raise RateLimitedError(str(exc), retry_after=exc.retry_after) from None
+        renewer = asyncio.create_task(self._renew(stream_lease, thread_lease))
+        stack.push_async_callback(_cancel, renewer)
+        return caller
+
+    async def _renew(self, stream_lease: str | None, thread_lease: str) -> None:
+        """Keep the answer's claims alive while it runs; a crashed process stops renewing."""
+        every = self._policy.lease_seconds / 3
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self._usage.renew(
+                    stream_lease=stream_lease,
+                    thread_lease=thread_lease,
+                    lease_seconds=self._policy.lease_seconds,
+                )
+            except Exception as exc:
+                logger.warning("limit.renew_failed", extra={"error": type(exc).__name__})
+
+    async def _release(self, release: _Release, *args: str) -> None:
+        """Give a claim back now, or keep trying in the background until its lease lapses."""
+        with anyio.CancelScope(shield=True):
+            try:
+                await release(*args)
+                return
+            except Exception as exc:
+                logger.warning("limit.release_failed", extra={"error": type(exc).__name__})
+        task = asyncio.create_task(self._release_later(release, *args))
+        self._retrying.add(task)
+        task.add_done_callback(self._retrying.discard)
+
+    async def _release_later(self, release: _Release, *args: str) -> None:
+        deadline = time.monotonic() + self._policy.lease_seconds
+        delay = 0.5
+        while time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            try:
+                await release(*args)
+                logger.info("limit.released_late")
+                return
+            except Exception:
+                delay = min(delay * 2, RELEASE_RETRY_MAX_SECONDS)
+        # Past its lease the claim has lapsed on its own.
+
+    async def aclose(self) -> None:
+        """At shutdown: let pending releases finish briefly, then drop them (their leases lapse)."""
+        if self._retrying:
+            await asyncio.wait(set(self._retrying), timeout=2)
+        for task in self._retrying:
+            task.cancel()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with anyio.CancelScope(shield=True):
+        await asyncio.gather(task, return_exceptions=True)

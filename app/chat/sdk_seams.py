@@ -1,0 +1,30 @@
+"""The only place that uses private parts of openai-chatkit, and why.
+
+`ChatKitServer.process()` takes raw bytes and validates them with a `TypeAdapter` it builds on
+every call (about a tenth of a turn's CPU), and it offers no point between parsing and running
+where admission (ownership, limits, the thread claim) can answer with a status code. So the
+endpoint parses once with `REQUEST_ADAPTER` and hands the parsed request to the two private
+dispatchers `process()` itself calls. pyproject.toml keeps openai-chatkit inside the range
+below, and tests/unit/chat/test_sdk_seams.py fails when the installed version leaves it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
+from chatkit.types import ChatKitReq, is_streaming_req
+from pydantic import TypeAdapter
+
+# The versions these seams were read and tested against (pyproject.toml says the same).
+TESTED_CHATKIT_VERSIONS = (">=1.6.5", "<1.7")
+REQUEST_ADAPTER: TypeAdapter[ChatKitReq] = TypeAdapter(ChatKitReq)
+
+
+async def dispatch(
+    server: ChatKitServer[Any], request: ChatKitReq, context: Any
+) -> StreamingResult | NonStreamingResult:
+    """What `ChatKitServer.process()` does after parsing, for an already parsed request."""
+    if is_streaming_req(request):
+        return StreamingResult(server._process_streaming(request, context))
+    return NonStreamingResult(await server._process_non_streaming(request, context))
