@@ -1,25 +1,124 @@
-"""Recognising a database that does not answer, whatever the driver."""
+"""Recognising a database that does not answer, from SQLAlchemy's and the driver's exception types.
+
+Only exceptions that came out of the database layer count: a `TimeoutError` or `PermissionError`
+raised anywhere else is a bug or another service's problem, not a database outage. The one place
+where the driver raises plain OS errors, opening a connection, is wrapped by `connect_asyncpg` so
+that those arrive as SQLAlchemy's `OperationalError` too.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
 import sqlalchemy.exc
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
+
+# SQLSTATE classes 08 (connection), 53 (insufficient resources: too many connections),
+# 57 (operator intervention: shutting down, starting up, statement cancelled) and 58 (system).
+_ASYNCPG_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.PostgresSystemError,
+)
+_ASYNCPG_BUSY: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.QueryCanceledError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+_MAX_CHAIN = 10
+
+BUSY_MESSAGE = "The server is busy right now. Please retry shortly."
+UNAVAILABLE_MESSAGE = "The database is unavailable right now. Please retry shortly."
+
+
+async def connect_asyncpg(*args: Any, **kwargs: Any) -> Any:
+    """`asyncpg.connect`, with the OS errors of opening a connection reported as the driver's.
+
+    asyncpg lets `ConnectionRefusedError`, `ConnectionResetError` and its connect `TimeoutError`
+    escape as they are, and SQLAlchemy passes non-driver errors through unwrapped; as the driver's
+    `OperationalError` they become `sqlalchemy.exc.OperationalError` like every other outage.
+    """
+    try:
+        return await asyncpg.connect(*args, **kwargs)
+    except (OSError, TimeoutError) as exc:
+        message = f"could not connect to the database: {type(exc).__name__}"
+        driver_error = AsyncAdapt_asyncpg_dbapi.OperationalError
+        raise driver_error(message, exc) from exc  # type: ignore[no-untyped-call]
+
+
+class DatabaseFailure(Exception):
+    """A statement failed, reported without the statement, its values or the driver's text.
+
+    Code whose statements carry users' data raises a subclass `from None`: a driver message can
+    quote the failing row (asyncpg appends its DETAIL, "Failing row contains (...)"), so neither
+    it nor the statement may reach a log. `unavailable` says whether retrying later can help.
+    """
+
+    message: str
+    unavailable: bool
+    sqlstate: str | None
+
+
+def sqlstate_of(exc: BaseException) -> str | None:
+    """The SQLSTATE the database gave for `exc`, if it gave one (safe to log: a code, no data)."""
+    error = _database_error(exc)
+    if not isinstance(error, sqlalchemy.exc.DBAPIError):
+        return None
+    for cause in _driver_errors(error):
+        code = getattr(cause, "sqlstate", None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
+def _driver_errors(exc: sqlalchemy.exc.DBAPIError) -> list[BaseException]:
+    """The driver's own exceptions behind `exc` (the adapter error and what it wraps)."""
+    found: list[BaseException] = []
+    current: BaseException | None = exc.orig
+    while current is not None and len(found) < _MAX_CHAIN:
+        found.append(current)
+        current = current.__cause__
+    return found
+
+
+def _database_error(exc: BaseException) -> BaseException | None:
+    """The SQLAlchemy exception in `exc` or in what it was raised from, if any."""
+    current: BaseException | None = exc
+    for _ in range(_MAX_CHAIN):
+        if current is None:
+            return None
+        if isinstance(current, sqlalchemy.exc.SQLAlchemyError):
+            return current
+        current = current.__cause__
+    return None
 
 
 def database_unavailable(exc: BaseException) -> bool:
     """True when `exc` says the database could not be reached, not that a query was wrong."""
-    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
-        return True
-    if isinstance(exc, sqlalchemy.exc.TimeoutError):  # pool exhausted
-        return True
-    return isinstance(exc, ConnectionError | OSError) and not isinstance(exc, FileNotFoundError)
+    return _classify(exc) is not None
 
 
 def database_failure_message(exc: BaseException) -> str | None:
     """What to tell the user when `exc` is the database not answering, else None."""
-    if isinstance(exc, sqlalchemy.exc.TimeoutError):
-        return "The server is busy right now. Please retry shortly."
-    if database_unavailable(exc):
-        return "The database is unavailable right now. Please retry shortly."
+    return _classify(exc)
+
+
+def _classify(exc: BaseException) -> str | None:
+    if isinstance(exc, DatabaseFailure):
+        return exc.message if exc.unavailable else None
+    error = _database_error(exc)
+    if error is None:
+        return None
+    if isinstance(error, sqlalchemy.exc.TimeoutError):  # the connection pool is exhausted
+        return BUSY_MESSAGE
+    if not isinstance(error, sqlalchemy.exc.DBAPIError):
+        return None
+    driver = _driver_errors(error)
+    if any(isinstance(cause, _ASYNCPG_BUSY) for cause in driver):
+        return BUSY_MESSAGE
+    if error.connection_invalidated or isinstance(error, sqlalchemy.exc.OperationalError):
+        return UNAVAILABLE_MESSAGE
+    if any(isinstance(cause, _ASYNCPG_UNAVAILABLE) for cause in driver):
+        return UNAVAILABLE_MESSAGE
     return None

@@ -7,23 +7,43 @@ import asyncio
 import httpx2
 import openai
 from agents.exceptions import MaxTurnsExceeded, ModelBehaviorError
+from chatkit.errors import CustomStreamError
+from chatkit.store import NotFoundError
+from mcp.shared.exceptions import MCPError
+from mcp_types import REQUEST_TIMEOUT
 
 from app.db_errors import database_failure_message
 from app.tools.mcp_connection import McpToolUnavailable
+
+MCP_TIMEOUT_MESSAGE = (
+    "The task service did not answer in time, so your tasks may be unchanged. "
+    "Please try again in a moment."
+)
+THREAD_GONE_MESSAGE = "This conversation no longer exists, so the answer was not saved."
 
 
 class McpUnavailableError(Exception):
     """The TODO task server could not be reached when the turn started."""
 
 
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    seen = 0
+def _chain(exc: BaseException) -> list[BaseException]:
+    found: list[BaseException] = []
     current: BaseException | None = exc
-    while current is not None and seen < 10:
-        if isinstance(current, kind):
-            return True
-        current, seen = current.__cause__ or current.__context__, seen + 1
-    return False
+    while current is not None and len(found) < 10:
+        found.append(current)
+        current = current.__cause__ or current.__context__
+    return found
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    return any(isinstance(error, kind) for error in _chain(exc))
+
+
+def _mcp_timed_out(exc: BaseException) -> bool:
+    """An MCP request (listing the tools, a tool call) got no answer within MCP_TIMEOUT."""
+    return any(
+        isinstance(error, MCPError) and error.code == REQUEST_TIMEOUT for error in _chain(exc)
+    )
 
 
 def user_message_for(exc: BaseException) -> str:
@@ -33,11 +53,12 @@ def user_message_for(exc: BaseException) -> str:
             "The task service is unreachable right now, so I cannot work with your tasks. "
             "Please try again in a moment."
         )
-    if _caused_by(exc, McpToolUnavailable):
-        return (
-            "The task service did not answer in time, so your tasks may be unchanged. "
-            "Please try again in a moment."
-        )
+    if _caused_by(exc, McpToolUnavailable) or _mcp_timed_out(exc):
+        return MCP_TIMEOUT_MESSAGE
+    if isinstance(exc, CustomStreamError):  # already worded for the user (e.g. a failed save)
+        return exc.message
+    if isinstance(exc, NotFoundError):
+        return THREAD_GONE_MESSAGE
     if isinstance(exc, openai.APITimeoutError | asyncio.TimeoutError | httpx2.TimeoutException):
         return "The language model took too long to answer. Please try again."
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.pool import NullPool
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.db_errors import connect_asyncpg
 from app.startup_failure import StartupAbort
 from app.store.database_url import describe_target, parse_database_url
 
@@ -56,7 +57,8 @@ def create_engine(
         engine = create_async_engine(parsed.url, connect_args={"timeout": 30}, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    connect_args = dict(parsed.connect_args)
+    # The driver's OS errors at connect become SQLAlchemy errors like every other outage.
+    connect_args: dict[str, Any] = {**parsed.connect_args, "async_creator_fn": connect_asyncpg}
     if pooler == "transaction":
         connect_args.update(_TRANSACTION_POOLER_ARGS)
     pool_args: dict[str, Any] = (

@@ -17,6 +17,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.applications import Starlette
@@ -25,6 +26,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth.base import TokenVerifier
+from app.db_errors import database_failure_message, sqlstate_of
 from app.errors import AuthenticationError, ServiceUnavailableError, error_response
 from app.store.tasks import (
     DESCRIPTION_MAX_CHARS,
@@ -48,6 +50,7 @@ INSTRUCTIONS = (
     "list_tasks or add_task; never guess them."
 )
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+TASK_SAVE_FAILED = "The task list could not be saved or read right now; nothing was changed."
 
 
 class TaskList(BaseModel):
@@ -323,8 +326,19 @@ def _tool(
 
 
 async def _run(operation: Awaitable[_T]) -> _T:
-    """Await a repository call, turning the caller's mistakes into tool errors the model reads."""
+    """Await a repository call, turning the caller's mistakes into tool errors the model reads.
+
+    A database failure becomes a tool error too, raised without its cause: the SDK would log the
+    cause's traceback, and the driver's text can quote the row being written (a task's title).
+    """
     try:
         return await operation
     except (TaskNotFound, InvalidTask) as exc:
         raise ToolError(exc.message) from exc
+    except SQLAlchemyError as exc:
+        logger.warning(
+            "todo_mcp.database_failed",
+            extra={"error": type(exc).__name__, "sqlstate": sqlstate_of(exc)},
+        )
+        message = database_failure_message(exc) or TASK_SAVE_FAILED
+        raise ToolError(message) from None
