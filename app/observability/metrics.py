@@ -51,7 +51,7 @@ MODEL_FAILURE_KINDS = (
 # would let any client create series at will.
 UNMATCHED_ROUTE = "unmatched"
 _KNOWN_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"})
-_LABEL_SAFE = re.compile(r"[^A-Za-z0-9_.:/{}-]")
+_LABEL_SAFE = re.compile(r"[^A-Za-z0-9_.:-]")
 MAX_LABEL_CHARS = 64
 
 LONG_SECONDS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
