@@ -2,6 +2,7 @@
 
 import { ChatKit, useChatKit } from "@openai/chatkit-react";
 import { useRouter } from "next/navigation";
+import Script from "next/script";
 import { useState } from "react";
 
 import { authClient } from "@/lib/auth-client";
@@ -16,10 +17,14 @@ import {
 const API_URL = process.env.NEXT_PUBLIC_CHATKIT_API_URL || "http://127.0.0.1:8001/api/chatkit";
 // OpenAI checks the domain key for deployed sites; on localhost any non-empty value works.
 const DOMAIN_KEY = process.env.NEXT_PUBLIC_CHATKIT_DOMAIN_KEY || "domain_pk_localhost_dev";
+// The <openai-chatkit> element is defined by this script on OpenAI's CDN (npm has only its
+// types and the React bindings): the page needs internet, the chat server does not.
+const CHATKIT_SCRIPT = "https://cdn.platform.openai.com/deployments/chatkit/chatkit.js";
 
 /** ChatKit wired to the chat server, with Better Auth tokens as bearer tokens. */
 export function ChatPanel({ userName }: { userName: string }) {
   const router = useRouter();
+  const [scriptFailed, setScriptFailed] = useState(false);
   // One token cache per page: tokens from this app's /api/auth/token, sent only to API_URL.
   const [tokens] = useState(() => new TokenCache({ fetchToken: betterAuthTokenFetcher() }));
   const [chatkitFetch] = useState(() => {
@@ -64,7 +69,19 @@ export function ChatPanel({ userName }: { userName: string }) {
           {userName} · <button onClick={signOut}>Sign out</button>
         </span>
       </header>
-      <ChatKit control={control} className="chatkit" />
+      <Script
+        src={CHATKIT_SCRIPT}
+        strategy="afterInteractive"
+        onError={() => setScriptFailed(true)}
+      />
+      {scriptFailed ? (
+        <p className="error notice">
+          The ChatKit component could not be loaded from {new URL(CHATKIT_SCRIPT).host}. This page
+          needs internet access for it (the chat server does not).
+        </p>
+      ) : (
+        <ChatKit control={control} className="chatkit" />
+      )}
     </main>
   );
 }
