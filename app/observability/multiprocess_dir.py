@@ -41,6 +41,8 @@ def metrics_dir_for_workers(workers: int) -> Iterator[str | None]:
         clear_metric_files(Path(given))
         yield given
         return
+    # Set but empty would still switch prometheus-client to files, in the working directory.
+    os.environ.pop(MULTIPROC_DIR_ENV, None)
     if workers <= 1:
         yield None
         return

@@ -59,6 +59,13 @@ def test_one_worker_and_no_directory_is_the_single_process_registry(
         assert MULTIPROC_DIR_ENV not in os.environ
 
 
+def test_an_empty_variable_is_no_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(MULTIPROC_DIR_ENV, "")
+    with metrics_dir_for_workers(1) as path:
+        assert path is None
+        assert MULTIPROC_DIR_ENV not in os.environ
+
+
 def test_several_workers_get_a_fresh_directory_removed_afterwards(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
