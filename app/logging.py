@@ -45,6 +45,7 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
+            "pid": record.process,  # tells WEB_CONCURRENCY workers apart
             "event": record.getMessage(),
         }
         payload.update(_extra_fields(record))

@@ -10,7 +10,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SERVICE_USER = "postgres"
@@ -38,6 +38,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """TLS for the cluster (`ssl=on`): its certificate and key, and a CA for client certificates."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+
 @dataclass
 class PostgresCluster:
     """A cluster in a temporary directory, owned by an unprivileged user when run as root."""
@@ -46,6 +55,10 @@ class PostgresCluster:
     root: Path
     port: int
     as_user: str | None
+    # Optional: TLS, pg_hba.conf lines replacing initdb's (trust), more listen addresses.
+    tls: ServerTls | None = None
+    hba: list[str] | None = None
+    listen_addresses: list[str] = field(default_factory=lambda: ["127.0.0.1"])
 
     @property
     def datadir(self) -> Path:
@@ -53,6 +66,11 @@ class PostgresCluster:
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def socket_dsn(self, database: str = "postgres") -> str:
+        """A libpq DSN over the Unix socket (for asyncpg.connect): works whatever pg_hba says
+        about TCP, since the `local` line stays `trust`."""
+        return f"postgresql://postgres@/{database}?host={self.root}&port={self.port}"
 
     def _run(self, *args: str) -> None:
         command = [str(self.bindir / args[0]), *args[1:]]
@@ -76,13 +94,36 @@ class PostgresCluster:
             "--encoding=UTF8",
             "--no-sync",
         )
+        if self.hba is not None:
+            self._write_owned(self.datadir / "pg_hba.conf", "\n".join(self.hba) + "\n")
+        if self.tls is not None:
+            # The server refuses a key others can read; the files must belong to its user.
+            self._write_owned(self.root / "server.crt", self.tls.cert.read_text())
+            self._write_owned(self.root / "server.key", self.tls.key.read_text())
+            if self.tls.client_ca is not None:
+                self._write_owned(self.root / "client-ca.crt", self.tls.client_ca.read_text())
+
+    def _write_owned(self, path: Path, content: str) -> None:
+        path.write_text(content)
+        path.chmod(0o600)
+        if self.as_user:
+            entry = pwd.getpwnam(self.as_user)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
 
     def start(self) -> None:
         options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+            f"-p {self.port} -k {self.root} "
+            f"-c listen_addresses={','.join(self.listen_addresses)} "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
             "-c max_connections=300"
         )
+        if self.tls is not None:
+            options += (
+                f" -c ssl=on -c ssl_cert_file={self.root / 'server.crt'}"
+                f" -c ssl_key_file={self.root / 'server.key'}"
+            )
+            if self.tls.client_ca is not None:
+                options += f" -c ssl_ca_file={self.root / 'client-ca.crt'}"
         self._run(
             "pg_ctl",
             "-D",
@@ -106,8 +147,18 @@ class PostgresCluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_cluster() -> PostgresCluster:
-    """Create and start a cluster on a free loopback port."""
+def start_cluster(
+    *,
+    tls: ServerTls | None = None,
+    hba: list[str] | None = None,
+    listen_addresses: list[str] | None = None,
+    port: int | None = None,
+    start: bool = True,
+) -> PostgresCluster:
+    """Create and start a cluster on a free loopback port (by default: trust, no TLS).
+
+    `hba` replaces pg_hba.conf (keep a `local ... trust` line for `socket_dsn`); `start=False`
+    only initialises it, for a test that starts it later."""
     as_user = SERVICE_USER if os.geteuid() == 0 else None
     if as_user:
         try:
@@ -117,10 +168,19 @@ def start_cluster() -> PostgresCluster:
                 "running as root needs the unprivileged `postgres` user for the test cluster"
             ) from exc
     root = Path(tempfile.mkdtemp(prefix="chatkit-pg-"))
-    cluster = PostgresCluster(bindir=_find_bindir(), root=root, port=free_port(), as_user=as_user)
+    cluster = PostgresCluster(
+        bindir=_find_bindir(),
+        root=root,
+        port=port or free_port(),
+        as_user=as_user,
+        tls=tls,
+        hba=hba,
+        listen_addresses=listen_addresses or ["127.0.0.1"],
+    )
     try:
         cluster.init()
-        cluster.start()
+        if start:
+            cluster.start()
     except Exception:
         shutil.rmtree(root, ignore_errors=True)
         raise
