@@ -82,15 +82,21 @@ def _driver_errors(exc: sqlalchemy.exc.DBAPIError) -> list[BaseException]:
     return found
 
 
-def _database_error(exc: BaseException) -> BaseException | None:
-    """The SQLAlchemy exception in `exc` or in what it was raised from, if any."""
+def _chain(exc: BaseException) -> list[BaseException]:
+    """`exc`, what it was raised from, and what it was raised while handling."""
+    found: list[BaseException] = []
     current: BaseException | None = exc
-    for _ in range(_MAX_CHAIN):
-        if current is None:
-            return None
-        if isinstance(current, sqlalchemy.exc.SQLAlchemyError):
-            return current
-        current = current.__cause__
+    while current is not None and len(found) < _MAX_CHAIN:
+        found.append(current)
+        current = current.__cause__ or current.__context__
+    return found
+
+
+def _database_error(exc: BaseException) -> BaseException | None:
+    """The first SQLAlchemy exception in `exc`'s chain, if any."""
+    for error in _chain(exc):
+        if isinstance(error, sqlalchemy.exc.SQLAlchemyError):
+            return error
     return None
 
 
@@ -105,11 +111,18 @@ def database_failure_message(exc: BaseException) -> str | None:
 
 
 def _classify(exc: BaseException) -> str | None:
-    if isinstance(exc, DatabaseFailure):
-        return exc.message if exc.unavailable else None
-    error = _database_error(exc)
-    if error is None:
-        return None
+    # A failure on a connection the database just dropped (say the rollback after it) masks
+    # the drop it was raised while handling: any outage in the chain counts.
+    for error in _chain(exc):
+        message = _classify_one(error)
+        if message is not None:
+            return message
+    return None
+
+
+def _classify_one(error: BaseException) -> str | None:
+    if isinstance(error, DatabaseFailure):
+        return error.message if error.unavailable else None
     if isinstance(error, sqlalchemy.exc.TimeoutError):  # the connection pool is exhausted
         return BUSY_MESSAGE
     if not isinstance(error, sqlalchemy.exc.DBAPIError):

@@ -27,9 +27,10 @@ from chatkit.store import NotFoundError as StoreNotFoundError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.db_errors import database_failure_message
+from app.db_errors import DatabaseFailure, database_failure_message
 
 if TYPE_CHECKING:
     from app.observability.metrics import Metrics, RefusalReason
@@ -209,5 +210,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StoreNotFoundError, on_sdk_not_found)
     app.add_exception_handler(NotImplementedError, on_not_implemented)
     app.add_exception_handler(Exception, on_unexpected)
+    # Registered by type too, so they are answered inside the app (an `Exception` handler runs
+    # in the outermost middleware, which re-raises: the server then closes the connection).
+    app.add_exception_handler(SQLAlchemyError, on_unexpected)
+    app.add_exception_handler(DatabaseFailure, on_unexpected)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

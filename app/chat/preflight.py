@@ -6,8 +6,11 @@ connection, so ownership, state and size are checked here first.
 
 from __future__ import annotations
 
+import json
+
 from chatkit.store import NotFoundError as StoreNotFoundError
 from chatkit.types import (
+    Attachment,
     AttachmentsCreateReq,
     AttachmentsDeleteReq,
     ChatKitReq,
@@ -34,6 +37,8 @@ from chatkit.types import (
     UserMessageTextContent,
 )
 
+from app.chat.attachments import DISABLED_MESSAGE as ATTACHMENTS_DISABLED
+from app.chat.attachments import MAX_ATTACHMENTS_PER_MESSAGE, is_uploaded
 from app.context import RequestContext
 from app.errors import BadRequestError, ConflictError, FeatureDisabledError, NotFoundError
 from app.store.chatkit_store import SqlStore
@@ -43,12 +48,19 @@ MAX_FEEDBACK_ITEMS = 100
 
 
 async def preflight(
-    request: ChatKitReq, store: SqlStore, context: RequestContext, *, max_message_chars: int
+    request: ChatKitReq,
+    store: SqlStore,
+    context: RequestContext,
+    *,
+    max_message_chars: int,
+    attachments_enabled: bool = True,
 ) -> None:
     """Raise an AppError for anything that must not reach `ChatKitServer.process()`."""
     match request:
-        case AttachmentsCreateReq() | AttachmentsDeleteReq():
-            raise FeatureDisabledError("Attachments are not enabled on this server.")
+        case AttachmentsCreateReq() | AttachmentsDeleteReq() if not attachments_enabled:
+            raise FeatureDisabledError(ATTACHMENTS_DISABLED)
+        case AttachmentsDeleteReq():
+            await _owned_attachment(store, request.params.attachment_id, context)
         case InputTranscribeReq():
             raise FeatureDisabledError(
                 "Dictation (input.transcribe) is not enabled on this server."
@@ -58,6 +70,9 @@ async def preflight(
             raise FeatureDisabledError("Custom actions are not enabled on this server.")
         case ThreadsCreateReq():
             _check_input(request.params.input, max_message_chars)
+            await _check_attachments(
+                request.params.input, store, context, None, attachments_enabled
+            )
         case ThreadsAddUserMessageReq():
             _check_input(request.params.input, max_message_chars)
             thread = await _owned_thread(store, request.params.thread_id, context)
@@ -65,6 +80,9 @@ async def preflight(
                 raise ConflictError(
                     f"This thread is {thread.status.type}: it takes no new messages."
                 )
+            await _check_attachments(
+                request.params.input, store, context, thread.id, attachments_enabled
+            )
         case ThreadsRetryAfterItemReq():
             thread = await _owned_thread(store, request.params.thread_id, context)
             if thread.status.type != "active":
@@ -117,17 +135,62 @@ async def _owned_item(
         raise NotFoundError("Item not found.") from None
 
 
-def _check_input(user_input: UserMessageInput, max_chars: int) -> None:
-    if user_input.attachments:
-        raise FeatureDisabledError("Attachments are not enabled on this server.")
-    length = 0
+def input_size(user_input: UserMessageInput) -> int:
+    """Characters the user supplied in a message, all of which are stored and resent as history:
+    texts, quoted text, every field of a tag (its data as compact JSON) and inference options."""
+    size = len(user_input.quoted_text or "")
     for part in user_input.content:
-        if isinstance(part, UserMessageTextContent | UserMessageTagContent):
-            length += len(part.text)
-    length += len(user_input.quoted_text or "")
-    if length > max_chars:
-        raise BadRequestError(f"The message is too long: at most {max_chars} characters.")
-    if length == 0 or not any(
+        size += len(part.text)
+        if isinstance(part, UserMessageTagContent):
+            size += len(part.id) + len(part.group or "")
+            if part.data:
+                size += len(json.dumps(part.data, ensure_ascii=False, separators=(",", ":")))
+    options = user_input.inference_options
+    size += len(options.model or "")
+    if options.tool_choice is not None:
+        size += len(options.tool_choice.id)
+    return size
+
+
+async def _owned_attachment(
+    store: SqlStore, attachment_id: str, context: RequestContext
+) -> Attachment:
+    try:
+        return await store.load_attachment(attachment_id, context)
+    except StoreNotFoundError:
+        raise NotFoundError("Attachment not found.") from None
+
+
+async def _check_attachments(
+    user_input: UserMessageInput,
+    store: SqlStore,
+    context: RequestContext,
+    thread_id: str | None,
+    enabled: bool,
+) -> None:
+    """Each attachment of a message is the caller's (404 otherwise), uploaded, and new here."""
+    if not user_input.attachments:
+        return
+    if not enabled:
+        raise FeatureDisabledError(ATTACHMENTS_DISABLED)
+    if len(user_input.attachments) > MAX_ATTACHMENTS_PER_MESSAGE:
+        raise BadRequestError(
+            f"A message can carry at most {MAX_ATTACHMENTS_PER_MESSAGE} attachments."
+        )
+    for attachment_id in dict.fromkeys(user_input.attachments):
+        attachment = await _owned_attachment(store, attachment_id, context)
+        if not is_uploaded(attachment):
+            raise BadRequestError(f"{attachment.name} has not finished uploading.")
+        if attachment.thread_id is not None and attachment.thread_id != thread_id:
+            raise BadRequestError(f"{attachment.name} belongs to another conversation.")
+
+
+def _check_input(user_input: UserMessageInput, max_chars: int) -> None:
+    if input_size(user_input) > max_chars:
+        raise BadRequestError(
+            f"The message is too long: at most {max_chars} characters, tags and options included."
+        )
+    if not user_input.attachments and not any(
         isinstance(part, UserMessageTextContent) and part.text.strip()
         for part in user_input.content
     ):
