@@ -2,7 +2,33 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+
+logger = logging.getLogger(__name__)
+
+
+class TurnEnd:
+    """What a turn leaves running, closed when its stream ends for any reason.
+
+    The SDK stops reading the answer when saving an item fails but leaves the answer's
+    generator open, and with it the agent run: its next tool call would still go out.
+    """
+
+    def __init__(self) -> None:
+        self._closers: list[Callable[[], Awaitable[object]]] = []
+
+    def on_end(self, closer: Callable[[], Awaitable[object]]) -> None:
+        self._closers.append(closer)
+
+    async def close(self) -> None:
+        while self._closers:
+            closer = self._closers.pop()
+            try:
+                await closer()
+            except Exception as exc:
+                logger.warning("turn.close_failed", extra={"error": type(exc).__name__})
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,3 +42,12 @@ class RequestContext:
     expires_at: float | None = None
     # Set by admission for threads.create: the id the new thread gets (claimed beforehand).
     new_thread_id: str | None = None
+    # This server's URL as the client reaches it (PUBLIC_URL, else the request's), for links
+    # the client follows: attachment upload routes and image previews.
+    base_url: str | None = None
+    # Set by admission for turns: closed when the turn's stream ends.
+    turn_end: TurnEnd | None = field(default=None, compare=False, repr=False)
+    # The token's `name` claim (a display name; cleaned again before any prompt) and the
+    # request's Accept-Language header, for the agent's per-request instructions.
+    display_name: str | None = field(default=None, repr=False)
+    accept_language: str | None = None

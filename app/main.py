@@ -15,11 +15,13 @@ from starlette.types import ASGIApp
 
 from app import __version__
 from app.agent.provider import build_model
+from app.api import attachments as attachment_routes
 from app.api import chatkit, health, playground
 from app.api import metrics as metrics_route
 from app.api.openapi import install_openapi
 from app.auth.factory import build_verifier, describe_auth_mode
 from app.chat.admission import Admission, admission_policy
+from app.chat.attachments import attachments_on_sql
 from app.chat.inflight import StreamGate
 from app.chat.server import ChatServer
 from app.cors import ChatKitCors
@@ -38,7 +40,6 @@ from app.observability.tracing import (
 )
 from app.settings import Settings, load_settings
 from app.startup_failure import QuietStartupAbort
-from app.store.chatkit_store import SqlStore
 from app.store.database import create_engine, prepare_database, session_factory
 from app.store.usage import UsageStore
 from app.tools.mcp_connection import McpConnector
@@ -105,6 +106,7 @@ def create_app(
                 max_overflow=settings.database_max_overflow,
                 pool_timeout=settings.database_pool_timeout,
                 pooler=settings.database_pooler,
+                statement_timeout=settings.database_statement_timeout or None,
             )
             stack.push_async_callback(engine.dispose)
             if metrics is not None:
@@ -143,7 +145,8 @@ def create_app(
             app.state.settings = settings
             app.state.engine = engine
             app.state.verifier = verifier
-            store = SqlStore(engine)
+            store, attachments = attachments_on_sql(engine, settings)
+            app.state.attachments = attachments
             inflight = StreamGate(settings.max_concurrent_turns, metrics=metrics)
             admission = app.state.admission = Admission(
                 store=store,
@@ -166,6 +169,7 @@ def create_app(
                 titles=model.titles,
                 tracing=settings.agents_tracing,
                 metrics=metrics,
+                attachments=attachments,
             )
             logger.info(
                 "server.started",
@@ -199,6 +203,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(chatkit.router)
+    app.include_router(attachment_routes.router)
     if settings.docs:
         install_openapi(app)
     app.include_router(playground.router)

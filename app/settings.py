@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.chat.attachment_checks import check_types_setting
 from app.store.database_url import normalize_database_url
 
+DEFAULT_ATTACHMENT_TYPES = (
+    "image/png",
+    "image/jpeg",
+    "image/webp",
+    "image/gif",
+    "application/pdf",
+    "text/plain",
+    "text/markdown",
+    "text/csv",
+)
 ALLOWED_JWKS_ALGORITHMS = ("EdDSA", "ES256", "ES512", "RS256", "PS256")
 MIN_SECRET_BYTES = 32
 
@@ -36,6 +48,8 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(default=20, ge=1, le=500)
     database_max_overflow: int = Field(default=20, ge=0, le=500)
     database_pool_timeout: float = Field(default=30.0, gt=0)
+    # Seconds any one statement may run (Postgres; 0 = no limit).
+    database_statement_timeout: float = Field(default=15.0, ge=0)
     # `transaction`: DATABASE_URL is a transaction-mode pooler (PgBouncer, Neon's -pooler host).
     database_pooler: Literal["none", "transaction"] = "none"
     database_migration_url: str | None = None
@@ -51,6 +65,23 @@ class Settings(BaseSettings):
     openai_max_retries: int = Field(default=2, ge=0, le=10)
     agents_tracing: bool = False
     thread_titles: Literal["model", "first_words", "off"] = "model"
+    # Models users may pick in the composer (inference_options.model); default: OPENAI_MODEL.
+    openai_models: Annotated[list[str], NoDecode] = []
+    # Dictation (input.transcribe) with the OpenAI provider; empty turns it off.
+    openai_transcribe_model: str = "gpt-4o-mini-transcribe"
+    transcribe_max_bytes: int = Field(default=10_485_760, ge=1024, le=26_214_400)
+    # Deployment-specific guidance appended to the agent's instructions.
+    agent_instructions: str | None = Field(default=None, max_length=8000)
+
+    @field_validator("openai_models", mode="before")
+    @classmethod
+    def _model_list(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("agent_instructions", mode="before")
+    @classmethod
+    def _blank_instructions(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     mcp_server_url: str | None = None
     mcp_timeout: float = Field(default=10.0, gt=0)
@@ -89,6 +120,13 @@ class Settings(BaseSettings):
     request_body_timeout: float = Field(default=30.0, gt=0)
     max_message_chars: int = Field(default=32_000, ge=1)
 
+    # Composer attachments: bytes kept in the database, per user (see app/chat/attachments.py).
+    attachments: bool = True
+    attachment_max_bytes: int = Field(default=10_485_760, ge=1, le=104_857_600)
+    attachment_types: Annotated[list[str], NoDecode] = list(DEFAULT_ATTACHMENT_TYPES)
+    # The URL clients reach this server at, for upload and preview links; default: the request's.
+    public_url: str | None = None
+
     # GET /metrics (Prometheus); with METRICS_TOKEN set, scrapes must send it as a bearer token.
     metrics: bool = True
     metrics_token: SecretStr | None = None
@@ -100,6 +138,27 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_list(cls, value: object) -> object:
         return _split_commas(value)
+
+    @field_validator("attachment_types", mode="before")
+    @classmethod
+    def _attachment_type_list(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("attachment_types")
+    @classmethod
+    def _known_attachment_types(cls, value: list[str]) -> list[str]:
+        return check_types_setting(value)
+
+    @field_validator("public_url", mode="before")
+    @classmethod
+    def _public_url(cls, value: object) -> object:
+        if not isinstance(value, str) or not value.strip():
+            return None
+        url = value.strip().rstrip("/")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+            raise ValueError("must be an http(s) URL such as https://chat.example.com")
+        return url
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -185,6 +244,16 @@ class Settings(BaseSettings):
     @property
     def is_postgres(self) -> bool:
         return self.database_url.startswith("postgresql")
+
+    @property
+    def allowed_models(self) -> tuple[str, ...]:
+        """The models a message may pick (OPENAI_MODELS, else OPENAI_MODEL alone)."""
+        return tuple(dict.fromkeys(self.openai_models)) or (self.openai_model,)
+
+    @property
+    def dictation_enabled(self) -> bool:
+        """input.transcribe works: an OpenAI-compatible server and a transcription model."""
+        return self.model_provider == "openai" and bool(self.openai_transcribe_model.strip())
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -28,9 +28,10 @@ from chatkit.types import (
     is_streaming_req,
 )
 
+from app.chat.composer import ComposerPolicy, composer_policy
 from app.chat.inflight import StreamGate
 from app.chat.preflight import preflight
-from app.context import RequestContext
+from app.context import RequestContext, TurnEnd
 from app.errors import (
     AuthenticationError,
     RateLimitedError,
@@ -65,6 +66,8 @@ class AdmissionPolicy:
     concurrent_streams: int
     lease_seconds: int
     queue_seconds: float
+    attachments_enabled: bool = True
+    composer: ComposerPolicy | None = None
 
 
 def admission_policy(settings: Settings) -> AdmissionPolicy:
@@ -74,6 +77,8 @@ def admission_policy(settings: Settings) -> AdmissionPolicy:
         concurrent_streams=settings.rate_limit_concurrent_streams,
         lease_seconds=settings.stream_lease_seconds,
         queue_seconds=settings.turn_queue_seconds,
+        attachments_enabled=settings.attachments,
+        composer=composer_policy(settings),
     )
 
 
@@ -108,7 +113,12 @@ class Admission:
         async with AsyncExitStack() as stack:
             context = caller
             await preflight(
-                request, self._store, caller, max_message_chars=self._policy.max_message_chars
+                request,
+                self._store,
+                caller,
+                max_message_chars=self._policy.max_message_chars,
+                attachments_enabled=self._policy.attachments_enabled,
+                composer=self._policy.composer,
             )
             if isinstance(request, TurnRequest):
                 context = await self._take_turn(request, caller, stack)
@@ -162,7 +172,10 @@ class Admission:
             raise RateLimitedError(str(exc), retry_after=exc.retry_after) from None
         renewer = asyncio.create_task(self._renew(stream_lease, thread_lease))
         stack.push_async_callback(_cancel, renewer)
-        return caller
+        # Closed first when the stream ends: nothing of the turn runs once its claims are gone.
+        turn_end = TurnEnd()
+        stack.push_async_callback(_shielded, turn_end.close)
+        return dataclasses.replace(caller, turn_end=turn_end)
 
     async def _renew(self, stream_lease: str | None, thread_lease: str) -> None:
         """Keep the answer's claims alive while it runs; a crashed process stops renewing."""
@@ -209,6 +222,11 @@ class Admission:
             await asyncio.wait(set(self._retrying), timeout=2)
         for task in self._retrying:
             task.cancel()
+
+
+async def _shielded(close: Callable[[], Awaitable[None]]) -> None:
+    with anyio.CancelScope(shield=True):
+        await close()
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

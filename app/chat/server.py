@@ -3,50 +3,64 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 from agents import Agent, Model, RunConfig, Runner
 from agents.mcp import MCPServer
 from agents.result import RunResultStreaming
-from chatkit.agents import AgentContext, ThreadItemConverter, stream_agent_response
+from chatkit.actions import Action
+from chatkit.agents import AgentContext, stream_agent_response
 from chatkit.errors import CustomStreamError
 from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
 from chatkit.types import (
     AssistantMessageItem,
+    AudioInput,
     ChatKitReq,
     FeedbackKind,
+    SyncCustomActionResponse,
     ThreadItem,
     ThreadItemDoneEvent,
+    ThreadItemReplacedEvent,
     ThreadMetadata,
     ThreadStreamEvent,
+    TranscriptionResult,
     UserMessageItem,
     UserMessageTagContent,
+    WidgetItem,
 )
 
 from app.agent.factory import build_agent
+from app.agent.instructions import turn_instructions
 from app.agent.titles import TitleMaker, first_words_title
+from app.chat.attachment_input import AttachmentConverter
+from app.chat.attachments import Attachments
+from app.chat.composer import DICTATION_DISABLED_MESSAGE, ComposerFeatures
 from app.chat.failures import McpUnavailableError, user_message_for
+from app.chat.mentions import mention_text
 from app.chat.sdk_seams import dispatch
+from app.chat.task_actions import TaskActions
+from app.chat.task_widgets import TASK_TOOLS, board_after_calls, task_copy_text, task_widget
 from app.chat.tool_progress import ToolProgressHooks
 from app.chat.turn_stream import TurnStream
 from app.context import RequestContext
+from app.errors import AppError, BadRequestError, FeatureDisabledError, ServiceUnavailableError
 from app.observability.agent_calls import observed_turn
 from app.observability.metrics import Metrics
+from app.store.attachment_blobs import Blob
 from app.store.chatkit_store import SqlStore
 from app.tools.mcp_connection import McpConnector
 
 logger = logging.getLogger(__name__)
 
 TITLE_WAIT_SECONDS = 10.0
-MAX_TAG_DATA_CHARS = 2000
 
 
-class HistoryConverter(ThreadItemConverter):
+class HistoryConverter(AttachmentConverter):
     """Sends assistant history as plain text, which Responses and Chat Completions both accept."""
 
     async def assistant_message_to_input(self, item: AssistantMessageItem) -> Any:
@@ -54,9 +68,19 @@ class HistoryConverter(ThreadItemConverter):
         return {"type": "message", "role": "assistant", "content": text}
 
     async def tag_to_message_content(self, tag: UserMessageTagContent) -> Any:
-        """An @-mention from the composer, passed on as plain text context."""
-        data = json.dumps(tag.data, ensure_ascii=False, default=str)[:MAX_TAG_DATA_CHARS]
-        return {"type": "input_text", "text": f"@{tag.text} refers to: {data}"}
+        """An @-mention from the composer: a task as `task #12 "title"`, others as their data."""
+        return {"type": "input_text", "text": mention_text(tag)}
+
+    async def widget_to_input(self, item: WidgetItem) -> Any:
+        """A task widget as its short text; the default would resend the whole widget JSON."""
+        if item.copy_text is None:
+            return await super().widget_to_input(item)
+        text = f"A widget was shown to the user:\n{item.copy_text}"
+        return {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": text}],
+        }
 
 
 class ChatServer(ChatKitServer[RequestContext]):
@@ -72,8 +96,11 @@ class ChatServer(ChatKitServer[RequestContext]):
         titles: TitleMaker | None = None,
         tracing: bool = False,
         metrics: Metrics | None = None,
+        attachments: Attachments | None = None,
+        features: ComposerFeatures | None = None,
     ) -> None:
-        super().__init__(store=store, attachment_store=store)
+        super().__init__(store=store, attachment_store=attachments or store)
+        self._attachments = attachments
         self.sql_store = store
         self._model = model
         self._mcp = mcp
@@ -82,9 +109,24 @@ class ChatServer(ChatKitServer[RequestContext]):
         self._converter = HistoryConverter()
         self._titles = titles
         self.metrics = metrics
+        self._features = features or ComposerFeatures()
+        # Widget actions and the task search (GET /api/tasks), with the caller's token.
+        self.tasks = TaskActions(mcp)
+
+    def respond(
+        self,
+        thread: ThreadMetadata,
+        input_user_message: UserMessageItem | None,
+        context: RequestContext,
+    ) -> AsyncIterator[ThreadStreamEvent]:
+        """The turn's events; whatever ends the stream ends the turn too (see TurnEnd)."""
+        answer = self._answer(thread, input_user_message, context)
+        if context.turn_end is not None and isinstance(answer, AsyncGenerator):
+            context.turn_end.on_end(answer.aclose)
+        return answer
 
     @observed_turn
-    async def respond(
+    async def _answer(
         self,
         thread: ThreadMetadata,
         input_user_message: UserMessageItem | None,
@@ -95,6 +137,7 @@ class ChatServer(ChatKitServer[RequestContext]):
             thread=thread, store=self.store, request_context=context
         )
         turn = TurnStream()
+        hooks = ToolProgressHooks()
         mcp_server: MCPServer | None = None
         result: RunResultStreaming | None = None
         # The title is worked out alongside the answer, so it never delays the first token.
@@ -102,18 +145,19 @@ class ChatServer(ChatKitServer[RequestContext]):
         try:
             history = await self._history(thread, context)
             mcp_server = await self._connect_mcp(context)
-            agent: Agent[Any] = build_agent(
-                model=self._model, mcp_servers=[mcp_server] if mcp_server else []
-            )
+            agent = self._agent_for(input_user_message, context, mcp_server)
             result = Runner.run_streamed(
                 agent,
-                await self._converter.to_agent_input(history),
+                await self._turn_converter(history, context).to_agent_input(history),
                 context=agent_context,
-                hooks=ToolProgressHooks(),
+                hooks=hooks,
                 run_config=self._run_config,
             )
             async for event in stream_agent_response(agent_context, result):
                 yield turn.rewrite(event)
+            widget = self._task_widget(thread, hooks, context)
+            if widget is not None:
+                yield ThreadItemDoneEvent(item=widget)
             if title_task is not None:
                 # Setting it is enough: the SDK saves the thread and sends thread.updated.
                 thread.title = await _finished_title(title_task, input_user_message)
@@ -162,6 +206,49 @@ class ChatServer(ChatKitServer[RequestContext]):
             await super().handle_stream_cancelled(thread, pending_items, context)
             logger.info("turn.stopped", extra={"thread_id": thread.id})
 
+    async def action(
+        self,
+        thread: ThreadMetadata,
+        action: Action[str, Any],
+        sender: WidgetItem | None,
+        context: RequestContext,
+    ) -> AsyncIterator[ThreadStreamEvent]:
+        """A task widget's button: call the tool, then replace the widget (saved by the SDK)."""
+        if sender is None:
+            raise CustomStreamError(
+                "A task action needs the widget it comes from.", allow_retry=False
+            )
+        try:
+            updated = await self.tasks.apply(sender, action, context)
+        except AppError as exc:
+            retry = isinstance(exc, ServiceUnavailableError)
+            raise CustomStreamError(exc.message, allow_retry=retry) from None
+        yield ThreadItemReplacedEvent(item=updated)
+
+    async def sync_action(
+        self,
+        thread: ThreadMetadata,
+        action: Action[str, Any],
+        sender: WidgetItem | None,
+        context: RequestContext,
+    ) -> SyncCustomActionResponse:
+        """The same as `action`, answered with the updated widget item (saved here)."""
+        if sender is None:
+            raise BadRequestError("A task action needs the id of the widget it comes from.")
+        updated = await self.tasks.apply(sender, action, context)
+        await self.store.save_item(thread.id, updated, context=context)
+        return SyncCustomActionResponse(updated_item=updated)
+
+    async def transcribe(
+        self, audio_input: AudioInput, context: RequestContext
+    ) -> TranscriptionResult:
+        """Dictation through the configured OpenAI-compatible speech-to-text endpoint."""
+        transcriber = self._features.transcriber
+        if transcriber is None:
+            raise FeatureDisabledError(DICTATION_DISABLED_MESSAGE)
+        text = await transcriber.transcribe(audio_input.data, audio_input.media_type)
+        return TranscriptionResult(text=text)
+
     async def add_feedback(
         self,
         thread_id: str,
@@ -183,6 +270,58 @@ class ChatServer(ChatKitServer[RequestContext]):
             thread.id, None, self._history_limit, "desc", context
         )
         return list(reversed(page.data))
+
+    def _turn_converter(
+        self, history: list[ThreadItem], context: RequestContext
+    ) -> HistoryConverter:
+        """The converter for one turn: it reads the caller's attachment bytes."""
+        attachments = self._attachments
+        if attachments is None:
+            return self._converter
+
+        async def read(attachment_id: str) -> Blob | None:
+            return await attachments.content(attachment_id, context)
+
+        return self._converter.for_turn(history, read)
+
+    def _agent_for(
+        self, message: UserMessageItem | None, context: RequestContext, mcp: MCPServer | None
+    ) -> Agent[Any]:
+        """The turn's agent: the picked model (if allowed), a forced task tool, instructions."""
+        options = message.inference_options if message is not None else None
+        model = self._model
+        if options is not None and options.model and self._features.models is not None:
+            # A model no longer listed (a retried old message) falls back to the default.
+            model = self._features.models.model_for(options.model) or self._model
+        forced = options.tool_choice.id if options and options.tool_choice else None
+        instructions = turn_instructions(
+            today=datetime.now(UTC).date(),
+            display_name=context.display_name,
+            accept_language=context.accept_language,
+            deployment=self._features.agent_instructions,
+        )
+        return build_agent(
+            model=model,
+            mcp_servers=[mcp] if mcp else [],
+            instructions=instructions,
+            tool_choice=forced if forced in TASK_TOOLS and mcp is not None else None,
+        )
+
+    def _task_widget(
+        self, thread: ThreadMetadata, hooks: ToolProgressHooks, context: RequestContext
+    ) -> WidgetItem | None:
+        """The task list widget for a turn that listed or changed tasks, if the results read."""
+        board = board_after_calls(hooks.finished)
+        if board is None:
+            return None
+        return WidgetItem(
+            id=self.store.generate_item_id("message", thread, context),
+            thread_id=thread.id,
+            # Naive local time, as the SDK stamps its own items; the store normalises it.
+            created_at=datetime.now(UTC).astimezone().replace(tzinfo=None),
+            widget=task_widget(board),
+            copy_text=task_copy_text(board),
+        )
 
     async def _connect_mcp(self, context: RequestContext) -> MCPServer | None:
         if self._mcp is None:

@@ -41,13 +41,15 @@ def create_engine(
     pool_timeout: float = 30.0,
     pooler: Pooler = "none",
     pooled: bool = True,
+    statement_timeout: float | None = None,
 ) -> AsyncEngine:
     """Create the async engine: pooled on Postgres, WAL + busy timeout on SQLite.
 
     `url` may be any DATABASE_URL (libpq parameters included, see `database_url`). Statement
     parameters are hidden from exception text: they carry users' messages. `pooler="transaction"`
     makes the engine safe behind PgBouncer in transaction mode; `pooled=False` opens a connection
-    per use (for one-off work such as migrations).
+    per use (for one-off work such as migrations). `statement_timeout` (seconds) bounds every
+    statement on Postgres.
     """
     parsed = parse_database_url(url)
     for note in parsed.notes:
@@ -61,6 +63,14 @@ def create_engine(
     connect_args: dict[str, Any] = {**parsed.connect_args, "async_creator_fn": connect_asyncpg}
     if pooler == "transaction":
         connect_args.update(_TRANSACTION_POOLER_ARGS)
+    elif statement_timeout:
+        # A held lock or a runaway query ends in an error instead of stalling a turn (and the
+        # slots it holds) forever. Poolers in transaction mode refuse startup settings: there,
+        # set it on the database role (ALTER ROLE ... SET statement_timeout).
+        connect_args["server_settings"] = {
+            **connect_args.get("server_settings", {}),
+            "statement_timeout": str(round(statement_timeout * 1000)),
+        }
     pool_args: dict[str, Any] = (
         {
             "pool_size": pool_size,

@@ -294,6 +294,40 @@ async def test_stop_mid_stream_saves_partial_text_and_runs_no_later_tool(
     assert fake.model_requests()[-1].client_disconnected
 
 
+async def test_no_tool_call_goes_out_after_a_turn_ends_in_an_error(
+    responses_server: ServerProcess,
+    recording: RunningMcp,
+    fake: FakeLLM,
+    make_client: ClientFactory,
+) -> None:
+    """The thread is deleted mid-answer: saving fails, and the scripted tool call never runs."""
+    user_id = f"user-{uuid.uuid4().hex}"
+    client = make_client(responses_server.base_url, user_id)
+    words = [f"word{i} " for i in range(30)]
+    fake.enqueue(
+        Reply(
+            chunks=tuple(words),
+            calls=(ToolCall("add_task", {"title": "after the thread is gone"}),),
+            delay_between=0.1,
+        )
+    )
+    body = json.dumps({"type": "threads.create", "params": {"input": text_input("story")}})
+    events: list[dict[str, Any]] = []
+    async with client.http.stream(
+        "POST", "/api/chatkit", content=body, headers={"Authorization": f"Bearer {client.token}"}
+    ) as response:
+        async for frame in sse_frames(response):
+            events.append(json.loads(frame))
+            deltas = [e for e in events if "delta" in e.get("update", {})]
+            if len(deltas) == 5 and "delta" in events[-1].get("update", {}):
+                thread_id = events[0]["thread"]["id"]
+                assert await client.call("threads.delete", {"thread_id": thread_id}) == {}
+    errors = [e for e in events if e["type"] == "error"]
+    assert errors and errors[-1]["message"], events[-3:]
+    await asyncio.sleep(len(words) * 0.1 + 1.5)  # longer than the rest of the answer
+    assert [c for c in recording.state.calls if c.user_id == user_id] == []
+
+
 FAULTS = {
     "model_500": lambda fake, mcp: fake.enqueue(Reply.error(500, "boom")),
     "model_stream_cut": lambda fake, mcp: fake.enqueue(

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx2
 import pytest
 
@@ -218,3 +219,28 @@ async def _items(client: ChatKitClient, thread_id: str) -> list[dict[str, object
     page = await client.call("items.list", {"thread_id": thread_id, "limit": 50, "order": "asc"})
     items: list[dict[str, object]] = page["data"]
     return items
+
+
+async def test_a_held_lock_ends_the_turn_instead_of_stalling_it(
+    server_env: dict[str, str], fake: FakeLLM, make_client: ClientFactory, tmp_path: Path
+) -> None:
+    server = ServerProcess(
+        env=model_env(server_env, fake, DATABASE_STATEMENT_TIMEOUT="1"),
+        log_path=tmp_path / "s.log",
+    )
+    server.start()
+    locker = await asyncpg.connect(server_env["DATABASE_URL"].replace("+asyncpg", ""))
+    try:
+        client = make_client(server.base_url)
+        thread_id = (await client.send("first")).thread_id
+        async with locker.transaction():
+            # Saving the next message must take a key-share lock on this row: it waits.
+            await locker.execute("SELECT 1 FROM chat_threads WHERE id = $1 FOR UPDATE", thread_id)
+            result = await asyncio.wait_for(client.send("second", thread_id), timeout=20)
+        errors = result.of_type("error")
+        assert result.status == 200 and errors and errors[-1].message
+        # The turn let go of everything: the next message is answered.
+        assert (await client.send("third", thread_id)).assistant_text() == "answer to third"
+    finally:
+        await locker.close()
+        server.stop()
