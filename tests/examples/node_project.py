@@ -76,16 +76,23 @@ class NodeProject:
         return self._stamp.is_file() and self._stamp.read_text().strip() == self._lock_digest()
 
     @contextlib.contextmanager
-    def _install_lock(self) -> Iterator[None]:
-        # Two pytest sessions at once must not run `npm ci` into the same node_modules.
+    def _lock(self, purpose: str) -> Iterator[None]:
         name = hashlib.sha256(str(self.directory).encode()).hexdigest()[:16]
-        path = Path(tempfile.gettempdir()) / f"npm-ci-{name}.lock"
+        path = Path(tempfile.gettempdir()) / f"node-project-{name}-{purpose}.lock"
         with path.open("w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _install_lock(self) -> contextlib.AbstractContextManager[None]:
+        # Two pytest sessions at once must not run `npm ci` into the same node_modules.
+        return self._lock("npm-ci")
+
+    def exclusive(self) -> contextlib.AbstractContextManager[None]:
+        """Held while a test builds or runs the project: build output lives in its folder."""
+        return self._lock("use")
 
     def ensure_installed(self, timeout: float = 900.0) -> CommandResult | None:
         """`npm ci` unless node_modules already holds this lock file; None when nothing ran."""

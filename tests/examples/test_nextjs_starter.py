@@ -61,15 +61,20 @@ def _fail_unless_ok(result: CommandResult) -> None:
 
 
 @pytest.fixture(scope="module")
-def project(example_timings: dict[str, float]) -> NodeProject:
-    """The example with its dependencies installed by `npm ci`."""
+def project(example_timings: dict[str, float]) -> Iterator[NodeProject]:
+    """The example with its dependencies installed by `npm ci`, ours alone until the end.
+
+    `next typegen`, `next build` and `next start` share the example's `.next` folder: another
+    pytest process (or xdist worker) waits instead of building over a running app.
+    """
     assert isinstance(TOOLCHAIN, Toolchain), "tests that use this fixture are marked needs_node"
     project = NodeProject(EXAMPLE_DIR, TOOLCHAIN)
     result = project.ensure_installed()
     if result is not None:
         _fail_unless_ok(result)
         example_timings["npm ci"] = result.seconds
-    return project
+    with project.exclusive():
+        yield project
 
 
 def test_lock_file_names_no_registry() -> None:
@@ -121,7 +126,10 @@ class NextApp:
 
 @pytest.fixture(scope="module")
 def next_app(
-    project: NodeProject, built: CommandResult, tmp_path_factory: pytest.TempPathFactory
+    project: NodeProject,
+    built: CommandResult,
+    tmp_path_factory: pytest.TempPathFactory,
+    example_timings: dict[str, float],
 ) -> Iterator[NextApp]:
     workdir = tmp_path_factory.mktemp("nextjs-app")
     port = free_port()
@@ -150,7 +158,8 @@ def next_app(
             stderr=log,
         )
     app = NextApp(url, process, log_path)
-    deadline = time.monotonic() + 60
+    started = time.monotonic()
+    deadline = started + 60
     try:
         while True:
             if process.poll() is not None:
@@ -164,6 +173,7 @@ def next_app(
             if time.monotonic() > deadline:
                 pytest.fail(f"next start did not answer in 60s:\n{app.logs()}", pytrace=False)
             time.sleep(0.2)
+        example_timings["next start"] = time.monotonic() - started
         yield app
     finally:
         terminate(process, 10)
@@ -171,7 +181,10 @@ def next_app(
 
 @pytest.fixture(scope="module")
 def chat_server(
-    next_app: NextApp, postgres_url: str, tmp_path_factory: pytest.TempPathFactory
+    next_app: NextApp,
+    postgres_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    example_timings: dict[str, float],
 ) -> Iterator[ServerProcess]:
     """The server configured as the starter's README says, trusting the app's Better Auth."""
     workdir = tmp_path_factory.mktemp("nextjs-server")
@@ -187,7 +200,9 @@ def chat_server(
         },
         log_path=workdir / "server.log",
     )
+    started = time.monotonic()
     server.start()
+    example_timings["server start"] = time.monotonic() - started
     yield server
     server.stop()
 
