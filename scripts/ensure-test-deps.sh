@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Machine packages the test suite needs beyond Python: PostgreSQL's server binaries, and
+# Machine packages the test suite needs beyond Python: PostgreSQL's server binaries, PgBouncer
+# (the transaction-pooler tests start a real one), and
 # Chromium for the browser tests (they are skipped without it).
 # Installs them with apt when missing and running as root; otherwise says what is missing.
 set -euo pipefail
@@ -8,6 +9,7 @@ need=()
 if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null; then
   if [ -z "${TEST_DATABASE_URL:-}" ]; then need+=(postgresql); fi
 fi
+if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then need+=(pgbouncer); fi
 optional=()
 if [ ! -x /usr/bin/chromium ]; then optional+=(chromium); fi
 if [ "${#need[@]}" -eq 0 ] && [ "${#optional[@]}" -eq 0 ]; then exit 0; fi
