@@ -7,6 +7,7 @@ carries the exception's type name only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 
 def _attach(span: Span) -> Any:
     """`use_span` that leaves exceptions alone: they are classified, never recorded verbatim."""
+    if not span.is_recording():
+        return contextlib.nullcontext()  # tracing is off: nothing to make current
     return trace.use_span(
         span, end_on_exit=False, record_exception=False, set_status_on_exception=False
     )
