@@ -14,7 +14,6 @@ import re
 import shutil
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -275,67 +274,66 @@ def fake_model() -> Iterator[FakeLLM]:
         yield fake
 
 
-@dataclass
-class ApiServers:
-    """Three servers in the local-secret or shared-secret mode, all allowing the page's origin.
+def _start(
+    name: str,
+    postgres_url: str,
+    page_site: StaticSite,
+    factory: pytest.TempPathFactory,
+    **extra: str,
+) -> ServerProcess:
+    env = _api_env(postgres_url, factory.mktemp(f"{name}-data"), page_site.origin, **extra)
+    server = ServerProcess(env=env, log_path=factory.mktemp("logs") / f"{name}-api.log")
+    server.start()
+    return server
 
-    - `offline`: the embedded defaults (offline demo model, embedded MCP), local-secret mode.
-    - `model`: local-secret mode with the scripted fake model (slow answers, failures, markdown).
-    - `token`: shared-secret mode with PLAYGROUND=true: the page asks for a bearer token.
-    """
 
-    offline: ServerProcess
-    model: ServerProcess
-    token: ServerProcess
+# One at a time, and only when a test needs it: start-up is mostly CPU-bound imports.
 
 
 @pytest.fixture(scope="session")
-def api_servers(
+def offline_api(
+    postgres_url: str, page_site: StaticSite, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """The embedded defaults (offline demo model, embedded MCP) in the local-secret mode."""
+    server = _start("offline", postgres_url, page_site, tmp_path_factory)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def model_api(
     postgres_url: str,
     page_site: StaticSite,
     fake_model: FakeLLM,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ApiServers]:
-    """Started together: each spends most of its start-up importing, so they overlap well."""
-    logs = tmp_path_factory.mktemp("logs")
-
-    def server(name: str, **extra: str) -> ServerProcess:
-        data_dir = tmp_path_factory.mktemp(f"{name}-data")
-        env = _api_env(postgres_url, data_dir, page_site.origin, **extra)
-        return ServerProcess(env=env, log_path=logs / f"{name}-api.log")
-
-    servers = ApiServers(
-        offline=server("offline"),
-        model=server(
-            "model",
-            OPENAI_BASE_URL=fake_model.base_url,
-            OPENAI_API_KEY="test-key",
-            OPENAI_MAX_RETRIES="0",
-            OPENAI_TIMEOUT="10",
-        ),
-        token=server("token", AUTH_JWT_SECRET=SECRET, PLAYGROUND="true"),
+) -> Iterator[ServerProcess]:
+    """The local-secret mode with the scripted fake model (slow answers, failures, markdown)."""
+    server = _start(
+        "model",
+        postgres_url,
+        page_site,
+        tmp_path_factory,
+        OPENAI_BASE_URL=fake_model.base_url,
+        OPENAI_API_KEY="test-key",
+        OPENAI_MAX_RETRIES="0",
+        OPENAI_TIMEOUT="10",
     )
-    every = (servers.offline, servers.model, servers.token)
-    try:
-        with ThreadPoolExecutor(max_workers=len(every)) as pool:
-            for started in [pool.submit(s.start, timeout=120) for s in every]:
-                started.result()
-        yield servers
-    finally:
-        for running in every:
-            running.stop()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")
-def offline_api(api_servers: ApiServers) -> ServerProcess:
-    return api_servers.offline
-
-
-@pytest.fixture(scope="session")
-def model_api(api_servers: ApiServers) -> ServerProcess:
-    return api_servers.model
-
-
-@pytest.fixture(scope="session")
-def token_api(api_servers: ApiServers) -> ServerProcess:
-    return api_servers.token
+def token_api(
+    postgres_url: str, page_site: StaticSite, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """Shared-secret mode with PLAYGROUND=true: the page asks for a bearer token to paste."""
+    server = _start(
+        "token",
+        postgres_url,
+        page_site,
+        tmp_path_factory,
+        AUTH_JWT_SECRET=SECRET,
+        PLAYGROUND="true",
+    )
+    yield server
+    server.stop()
