@@ -13,6 +13,8 @@ from app.logging import configure_logging
 from app.observability.multiprocess_dir import metrics_dir_for_workers
 from app.settings import SettingsError, load_settings
 
+GRACE_BACKSTOP_SECONDS = 10
+
 
 def main() -> int:
     try:
@@ -26,7 +28,9 @@ def main() -> int:
         "port": settings.port,
         "log_config": None,
         "proxy_headers": False,
-        "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
+        # The app cuts streams itself after SHUTDOWN_GRACE_SECONDS (with an event saying to
+        # retry); uvicorn's own limit is only a backstop for anything that ignores it.
+        "timeout_graceful_shutdown": settings.shutdown_grace_seconds + GRACE_BACKSTOP_SECONDS,
     }
     # Set up before any worker imports prometheus_client: one directory of metric values for all.
     with metrics_dir_for_workers(settings.web_concurrency):

@@ -18,12 +18,15 @@ from app.agent.provider import build_model
 from app.api import attachments as attachment_routes
 from app.api import chatkit, health, playground
 from app.api import metrics as metrics_route
+from app.api import tasks as task_routes
 from app.api.openapi import install_openapi
 from app.auth.factory import build_verifier, describe_auth_mode
 from app.chat.admission import Admission, admission_policy
 from app.chat.attachments import attachments_on_sql
+from app.chat.composer import composer_features
 from app.chat.inflight import StreamGate
 from app.chat.server import ChatServer
+from app.chat.shutdown import StreamCutter, grace_on_signals
 from app.cors import ChatKitCors
 from app.errors import install_error_handlers
 from app.logging import configure_logging
@@ -170,6 +173,7 @@ def create_app(
                 tracing=settings.agents_tracing,
                 metrics=metrics,
                 attachments=attachments,
+                features=composer_features(settings, model, metrics=metrics),
             )
             logger.info(
                 "server.started",
@@ -182,9 +186,11 @@ def create_app(
                     "mcp": "embedded" if embedded_mcp is not None else "external",
                 },
             )
-            yield
-            # uvicorn has cancelled what outlived the grace period; let their saves finish
-            # before the engine and connections they write through are closed.
+            cutter = app.state.stream_cutter = StreamCutter(settings.shutdown_grace_seconds)
+            with grace_on_signals(cutter):
+                yield
+            # Streams that outlived the grace were cut; let their saves finish before the
+            # engine and connections they write through are closed.
             logger.info("server.stopping", extra={"streams_open": inflight.count})
             if not await inflight.wait_idle(SHUTDOWN_SAVE_SECONDS):
                 logger.warning("server.streams_abandoned", extra={"streams_open": inflight.count})
@@ -204,6 +210,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(chatkit.router)
     app.include_router(attachment_routes.router)
+    app.include_router(task_routes.router)
     if settings.docs:
         install_openapi(app)
     app.include_router(playground.router)

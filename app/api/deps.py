@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from app.chat.admission import Admission
 from app.chat.server import ChatServer
+from app.chat.shutdown import StreamCutter
 from app.settings import Settings
 
 
@@ -26,6 +27,12 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
+def get_stream_cutter(request: Request) -> StreamCutter:
+    cutter: StreamCutter = request.app.state.stream_cutter
+    return cutter
+
+
 AdmissionDep = Annotated[Admission, Depends(get_admission)]
+StreamCutterDep = Annotated[StreamCutter, Depends(get_stream_cutter)]
 ChatServerDep = Annotated[ChatServer, Depends(get_chat_server)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -12,6 +13,7 @@ from chatkit.server import StreamingResult
 from chatkit.types import ErrorEvent
 from fastapi.responses import StreamingResponse
 
+from app.chat.shutdown import RETRY_MESSAGE, StreamCutter
 from app.db_errors import database_failure_message
 
 logger = logging.getLogger(__name__)
@@ -25,11 +27,20 @@ def error_frame(message: str) -> bytes:
     return b"data: " + event.model_dump_json(exclude_none=True).encode() + b"\n\n"
 
 
-async def _relay(result: StreamingResult, holdings: AsyncExitStack) -> AsyncIterator[bytes]:
+async def _relay(
+    result: StreamingResult, holdings: AsyncExitStack, cutter: StreamCutter
+) -> AsyncIterator[bytes]:
     """The SDK's frames; a failure outside the turn (e.g. the database) ends in an event."""
     try:
-        async for chunk in result:
-            yield chunk
+        with cutter.open_stream() as was_cut:
+            try:
+                async for chunk in result:
+                    yield chunk
+            except asyncio.CancelledError:
+                if not was_cut():
+                    raise  # the client left (Stop): nothing more to send
+                # Shutdown: the SDK saved the partial answer; tell the user to retry.
+                yield error_frame(RETRY_MESSAGE)
     except Exception as exc:
         logger.warning("stream.failed", extra={"error": type(exc).__name__})
         worded = exc.message if isinstance(exc, CustomStreamError) else None  # e.g. a failed save
@@ -43,8 +54,10 @@ async def _relay(result: StreamingResult, holdings: AsyncExitStack) -> AsyncIter
             await holdings.aclose()
 
 
-def sse_response(result: StreamingResult, holdings: AsyncExitStack) -> StreamingResponse:
+def sse_response(
+    result: StreamingResult, holdings: AsyncExitStack, cutter: StreamCutter
+) -> StreamingResponse:
     """Stream `result`; `holdings` (gate slot, leases, thread claim) is closed when it ends."""
     return StreamingResponse(
-        _relay(result, holdings), media_type="text/event-stream", headers=STREAM_HEADERS
+        _relay(result, holdings, cutter), media_type="text/event-stream", headers=STREAM_HEADERS
     )

@@ -141,6 +141,8 @@ async def stream_until_deltas(
                             deltas.append(event["update"]["delta"])
                             if len(deltas) == count:
                                 enough.set()
+                        if event["type"] == "error":
+                            deltas.append(f"<error: {event['message']}>")
             except (httpx2.TransportError, AssertionError):
                 pass  # the server went away mid-stream
         return deltas
@@ -150,9 +152,11 @@ async def stream_until_deltas(
     return await got_thread, task
 
 
+@pytest.mark.parametrize("launcher", ["python-m-app", "plain-uvicorn"])
 @pytest.mark.parametrize("grace", ["short", "long"])
 async def test_sigterm_finishes_or_saves_answers_in_flight(
     grace: str,
+    launcher: str,
     server_env: dict[str, str],
     postgres_url: str,
     fake: FakeLLM,
@@ -166,7 +170,13 @@ async def test_sigterm_finishes_or_saves_answers_in_flight(
     fake.enqueue(Reply.text_chunks(words, delay_between=0.1))
     seconds = "1" if grace == "short" else "15"
     env = env_for(server_env, postgres_url, fake, SHUTDOWN_GRACE_SECONDS=seconds)
-    server = ServerProcess(env=env, log_path=tmp_path / "s.log")
+    # The grace is the app's own: a plain `uvicorn app.main:app` gets it too.
+    argv = (
+        ["-m", "uvicorn", "app.main:app", "--port", "{port}"]
+        if launcher == "plain-uvicorn"
+        else None
+    )
+    server = ServerProcess(env=env, log_path=tmp_path / "s.log", argv=argv)
     server.start()
     user_id = f"user-{uuid.uuid4().hex}"
     token = minter.mint(user_id)
@@ -191,5 +201,10 @@ async def test_sigterm_finishes_or_saves_answers_in_flight(
         assert "".join(received) == "".join(words)
         assert saved == "".join(words)
     else:
-        # Cut by the shutdown: what was produced so far is kept.
+        # Cut by the shutdown: what was produced so far is kept, and the user is told to retry.
         assert saved.startswith("w0 w1 w2 ") and saved != "".join(words)
+        assert received[-1].startswith("<error: ") and "retry" in received[-1], received[-3:]
+        assert saved.startswith("".join(received[:-1]))
+        logs = server.logs()
+        assert logs.count("shutdown.stream_cut") == 1
+        assert "Traceback" not in logs
