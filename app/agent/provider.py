@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import httpx2
@@ -33,6 +34,42 @@ class ModelChoice:
     async def aclose(self) -> None:
         if self.client is not None:
             await self.client.close()
+
+    def named(self, name: str) -> Model:
+        """A model of this provider and API running `name`, on the same client."""
+        if self.client is None:
+            return self.model  # the offline model answers the same under any name
+        if self.api == "chat_completions":
+            return OpenAIChatCompletionsModel(model=name, openai_client=self.client)
+        return OpenAIResponsesModel(model=name, openai_client=self.client)
+
+
+class ModelCatalog:
+    """The models users may pick for a turn, each built once per process and then reused."""
+
+    def __init__(
+        self,
+        choice: ModelChoice,
+        *,
+        allowed: Sequence[str],
+        wrap: Callable[[Model, str], Model] | None = None,
+    ) -> None:
+        self._choice = choice
+        self.allowed = tuple(allowed)
+        self._wrap = wrap
+        self._models: dict[str, Model] = {}
+
+    def model_for(self, name: str) -> Model | None:
+        """The model for an allowed `name`, None for any other name."""
+        if name not in self.allowed:
+            return None
+        model = self._models.get(name)
+        if model is None:
+            model = self._choice.named(name)
+            if self._wrap is not None:
+                model = self._wrap(model, name)
+            self._models[name] = model
+        return model
 
 
 def build_model(settings: Settings) -> ModelChoice:

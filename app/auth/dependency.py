@@ -18,6 +18,8 @@ logger = logging.getLogger(__name__)
 
 # "Bearer " plus the largest token any verifier accepts.
 MAX_AUTHORIZATION_CHARS = MAX_TOKEN_BYTES + len("Bearer ")
+# The name claim and Accept-Language kept for the instructions (which bound them further).
+MAX_CLAIM_CHARS = 512
 
 
 def bearer_token(request: Request) -> str:
@@ -51,11 +53,14 @@ async def current_caller(request: Request) -> RequestContext:
     request.state.user_id = principal.user_id
     request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
     exp = principal.claims.get("exp")
+    name = principal.claims.get("name")
     return RequestContext(
         user_id=principal.user_id,
         token=token,
         request_id=request_id,
         expires_at=float(exp) if isinstance(exp, int | float) else None,
+        display_name=name[:MAX_CLAIM_CHARS] if isinstance(name, str) else None,
+        accept_language=request.headers.get("accept-language", "")[:MAX_CLAIM_CHARS] or None,
     )
 
 

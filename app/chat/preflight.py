@@ -7,6 +7,7 @@ connection, so ownership, state and size are checked here first.
 from __future__ import annotations
 
 import json
+import time
 
 from chatkit.store import NotFoundError as StoreNotFoundError
 from chatkit.types import (
@@ -34,13 +35,25 @@ from chatkit.types import (
     UserMessageInput,
     UserMessageItem,
     UserMessageTagContent,
-    UserMessageTextContent,
 )
 
 from app.chat.attachments import DISABLED_MESSAGE as ATTACHMENTS_DISABLED
 from app.chat.attachments import MAX_ATTACHMENTS_PER_MESSAGE, is_uploaded
+from app.chat.composer import (
+    DICTATION_DISABLED_MESSAGE,
+    ComposerPolicy,
+    check_inference_options,
+    check_transcription,
+)
+from app.chat.task_actions import check_task_action
 from app.context import RequestContext
-from app.errors import BadRequestError, ConflictError, FeatureDisabledError, NotFoundError
+from app.errors import (
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    FeatureDisabledError,
+    NotFoundError,
+)
 from app.store.chatkit_store import SqlStore
 
 MAX_TITLE_CHARS = 500
@@ -54,6 +67,7 @@ async def preflight(
     *,
     max_message_chars: int,
     attachments_enabled: bool = True,
+    composer: ComposerPolicy | None = None,
 ) -> None:
     """Raise an AppError for anything that must not reach `ChatKitServer.process()`."""
     match request:
@@ -62,19 +76,34 @@ async def preflight(
         case AttachmentsDeleteReq():
             await _owned_attachment(store, request.params.attachment_id, context)
         case InputTranscribeReq():
-            raise FeatureDisabledError(
-                "Dictation (input.transcribe) is not enabled on this server."
-            )
+            if composer is None:
+                raise FeatureDisabledError(DICTATION_DISABLED_MESSAGE)
+            check_transcription(request.params, composer)
         case ThreadsCustomActionReq() | ThreadsSyncCustomActionReq():
+            # Task widget buttons: the caller's own widget item, a known action, a listed task.
             await _owned_thread(store, request.params.thread_id, context)
-            raise FeatureDisabledError("Custom actions are not enabled on this server.")
+            item_id = request.params.item_id
+            item = (
+                await _owned_item(store, request.params.thread_id, item_id, context)
+                if item_id
+                else None
+            )
+            check_task_action(item, request.params.action)
+            if context.expires_at is not None and context.expires_at <= time.time():
+                raise AuthenticationError(
+                    "Your session has expired; sign in again.", reason="expired"
+                )
         case ThreadsCreateReq():
             _check_input(request.params.input, max_message_chars)
+            if composer is not None:
+                check_inference_options(request.params.input.inference_options, composer)
             await _check_attachments(
                 request.params.input, store, context, None, attachments_enabled
             )
         case ThreadsAddUserMessageReq():
             _check_input(request.params.input, max_message_chars)
+            if composer is not None:
+                check_inference_options(request.params.input.inference_options, composer)
             thread = await _owned_thread(store, request.params.thread_id, context)
             if thread.status.type != "active":
                 raise ConflictError(
@@ -191,7 +220,8 @@ def _check_input(user_input: UserMessageInput, max_chars: int) -> None:
             f"The message is too long: at most {max_chars} characters, tags and options included."
         )
     if not user_input.attachments and not any(
-        isinstance(part, UserMessageTextContent) and part.text.strip()
+        # A message may be only a mention (an input_tag) of a task.
+        isinstance(part, UserMessageTagContent) or part.text.strip()
         for part in user_input.content
     ):
         raise BadRequestError("The message is empty.")

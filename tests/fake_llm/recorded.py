@@ -65,6 +65,18 @@ class RecordedRequest:
         return model if isinstance(model, str) else None
 
     @property
+    def tool_choice(self) -> str | None:
+        """The forced tool's name (Responses or Chat Completions shape), or the mode given."""
+        choice = self.json.get("tool_choice")
+        if isinstance(choice, str):
+            return choice
+        if isinstance(choice, dict):
+            function = choice.get("function")
+            name = function.get("name") if isinstance(function, dict) else choice.get("name")
+            return name if isinstance(name, str) else None
+        return None
+
+    @property
     def client_disconnected(self) -> bool:
         """Whether the client went away before the whole answer was sent."""
         return self._disconnected.is_set()

@@ -23,14 +23,16 @@ from typing import Any, Literal, Self
 import openai
 import uvicorn
 
-from tests.fake_llm import wire
+from tests.fake_llm import transcription, wire
 from tests.fake_llm.recorded import RecordedRequest
 from tests.fake_llm.script import Reply, Responder
+from tests.fake_llm.transcription import TranscriptionForm
 
 logger = logging.getLogger(__name__)
 
 API_KEY = "test-key"
 DEFAULT_REPLY_TEXT = "fake reply"
+DEFAULT_TRANSCRIPT = "fake transcript"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -79,6 +81,7 @@ class FakeLLM:
         self._stopping: asyncio.Event | None = None
         self._log_filter: _QuietOwnThread | None = None
         self._startup_error: BaseException | None = None
+        self._transcription_reply: Reply | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -233,6 +236,28 @@ class FakeLLM:
             self._queue.clear()
             self._responder = None
             self._requests.clear()
+            self._transcription_reply = None
+
+    # ------------------------------------------------------------ speech to text
+
+    @property
+    def transcription_reply(self) -> Reply:
+        """How `POST /v1/audio/transcriptions` answers (its text, or an error status)."""
+        with self._lock:
+            return self._transcription_reply or Reply.text(DEFAULT_TRANSCRIPT)
+
+    @transcription_reply.setter
+    def transcription_reply(self, reply: Reply | None) -> None:
+        with self._lock:
+            self._transcription_reply = reply
+
+    def transcription_requests(self) -> list[TranscriptionForm]:
+        """The parsed forms of the transcription requests received, in arrival order."""
+        return [
+            transcription.parse_form(request)
+            for request in self.requests
+            if request.path == transcription.TRANSCRIPTIONS_PATH
+        ]
 
     async def wait_for_requests(self, count: int, *, timeout: float = 5.0) -> list[RecordedRequest]:
         """Wait (without blocking the caller's loop) until `count` model requests have arrived."""
@@ -288,6 +313,13 @@ class _FakeApp:
             time=time.monotonic(),
         )
         self._fake._record(request)
+        if request.path == transcription.TRANSCRIPTIONS_PATH and request.method == "POST":
+            status, content_type, content = transcription.answer(
+                request, self._fake.transcription_reply
+            )
+            await _start(send, status, content_type)
+            await send({"type": "http.response.body", "body": content, "more_body": False})
+            return
         if request.api is None or request.method != "POST":
             await _send_json(
                 send,
