@@ -13,11 +13,14 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import REQUEST_TIMEOUT
 
 from app.db_errors import database_failure_message
-from app.tools.mcp_connection import McpToolUnavailable
+from app.tools.mcp_connection import McpSessionExpired, McpToolUnavailable
 
 MCP_TIMEOUT_MESSAGE = (
     "The task service did not answer in time, so your tasks may be unchanged. "
     "Please try again in a moment."
+)
+SESSION_EXPIRED_MESSAGE = (
+    "Your session expired while I was working on this, so I stopped. Sign in again and retry."
 )
 THREAD_GONE_MESSAGE = "This conversation no longer exists, so the answer was not saved."
 
@@ -53,6 +56,8 @@ def user_message_for(exc: BaseException) -> str:
             "The task service is unreachable right now, so I cannot work with your tasks. "
             "Please try again in a moment."
         )
+    if _caused_by(exc, McpSessionExpired):
+        return SESSION_EXPIRED_MESSAGE
     if _caused_by(exc, McpToolUnavailable) or _mcp_timed_out(exc):
         return MCP_TIMEOUT_MESSAGE
     if isinstance(exc, CustomStreamError):  # already worded for the user (e.g. a failed save)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
 from agents import RunContextWrapper, default_tool_error_function
@@ -14,19 +14,35 @@ from app.observability.agent_calls import observe_tool_call
 from app.observability.metrics import Metrics
 
 DEFAULT_SERVER_NAME = "todo"
+_E = TypeVar("_E", bound=BaseException)
 
 
 class McpToolUnavailable(Exception):
     """A tool call got no answer from the MCP server (timeout or broken connection)."""
 
 
-def _unreachable(error: BaseException | None) -> bool:
+class McpSessionExpired(Exception):
+    """The MCP server refused the caller's token (401): it expired during the turn."""
+
+
+class _AuthWatch:
+    """Remembers whether the MCP server answered 401: the MCP client reports only an error."""
+
+    rejected = False
+
+
+def _in_chain(error: BaseException | None, kind: type[_E]) -> _E | None:
+    """The first `kind` among `error` and its causes (the agents SDK wraps tool errors)."""
     seen = 0
     while error is not None and seen < 10:
-        if isinstance(error, TimeoutError | httpx2.TransportError):
-            return True
+        if isinstance(error, kind):
+            return error
         error, seen = error.__cause__ or error.__context__, seen + 1
-    return False
+    return None
+
+
+def _unreachable(error: BaseException | None) -> bool:
+    return any(_in_chain(error, kind) for kind in (TimeoutError, httpx2.TransportError))
 
 
 def mcp_tool_failure(context: RunContextWrapper[Any], error: Exception) -> str:
@@ -37,15 +53,22 @@ def mcp_tool_failure(context: RunContextWrapper[Any], error: Exception) -> str:
     """
     if _unreachable(error):
         raise McpToolUnavailable("the MCP server did not answer the tool call") from error
+    expired = _in_chain(error, McpSessionExpired)
+    if expired is not None:
+        # Not a tool answer: the model would be told the call failed and try something else.
+        raise expired
     return default_tool_error_function(context, error)
 
 
 class ObservedMcpServer(MCPServerStreamableHttp):
     """An MCP client whose tool calls are counted, timed and traced."""
 
-    def __init__(self, *, metrics: Metrics | None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, metrics: Metrics | None, auth_watch: _AuthWatch | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self._metrics = metrics
+        self._auth_watch = auth_watch or _AuthWatch()
 
     async def call_tool(
         self,
@@ -54,17 +77,26 @@ class ObservedMcpServer(MCPServerStreamableHttp):
         meta: dict[str, Any] | None = None,
     ) -> CallToolResult:
         call = super().call_tool(tool_name, arguments, meta)
-        return await observe_tool_call(self._metrics, tool_name, call)
+        try:
+            return await observe_tool_call(self._metrics, tool_name, call)
+        except Exception as exc:
+            if self._auth_watch.rejected:
+                raise McpSessionExpired("the MCP server refused the token") from exc
+            raise
 
 
 class _LentTransport(httpx2.AsyncBaseTransport):
     """The shared pool lent to one per-request client: closing that client keeps the pool open."""
 
-    def __init__(self, connector: McpConnector) -> None:
+    def __init__(self, connector: McpConnector, auth_watch: _AuthWatch) -> None:
         self._connector = connector
+        self._auth_watch = auth_watch
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        return await self._connector._send(request)
+        response = await self._connector._send(request)
+        if response.status_code == 401:
+            self._auth_watch.rejected = True
+        return response
 
     async def aclose(self) -> None:
         # The connector owns the pool and closes it once, in `McpConnector.aclose()`.
@@ -75,7 +107,8 @@ class McpConnector:
     """Builds a per-request MCP server client that forwards exactly the caller's bearer token.
 
     Create once per process (in the lifespan) and `aclose()` at shutdown. Every client it builds
-    shares one connection pool; headers (the token) belong to each client alone.
+    shares one connection pool (or the given `transport`); headers (the token) belong to each
+    client alone.
     """
 
     def __init__(
@@ -85,6 +118,7 @@ class McpConnector:
         *,
         name: str = DEFAULT_SERVER_NAME,
         limits: httpx2.Limits | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         if timeout_seconds <= 0:
@@ -93,7 +127,8 @@ class McpConnector:
         self.timeout_seconds = timeout_seconds
         self.name = name
         # The SSL context is built here, once: a fresh client per request would build its own.
-        self._transport = outbound_transport(limits=limits or httpx2.Limits())
+        # An in-process transport (the embedded server) replaces the network altogether.
+        self._transport = transport or outbound_transport(limits=limits or httpx2.Limits())
         self._closed = False
         self._metrics = metrics
 
@@ -110,14 +145,24 @@ class McpConnector:
             raise RuntimeError("McpConnector is closed")
         if not token or any(char in token for char in "\r\n"):
             raise ValueError("token must be a non-empty single-line string")
+        auth_watch = _AuthWatch()
+
+        def client_factory(
+            headers: dict[str, str] | None = None,
+            timeout: httpx2.Timeout | None = None,
+            auth: httpx2.Auth | None = None,
+        ) -> httpx2.AsyncClient:
+            return self._client(auth_watch, headers=headers, timeout=timeout, auth=auth)
+
         return ObservedMcpServer(
             metrics=self._metrics,
+            auth_watch=auth_watch,
             params={
                 "url": self.url,
                 "headers": {"Authorization": f"Bearer {token}"},
                 "timeout": self.timeout_seconds,
                 "sse_read_timeout": self.timeout_seconds,
-                "httpx_client_factory": self._client_factory,
+                "httpx_client_factory": client_factory,
             },
             cache_tools_list=True,
             failure_error_function=mcp_tool_failure,
@@ -125,15 +170,17 @@ class McpConnector:
             client_session_timeout_seconds=self.timeout_seconds,
         )
 
-    def _client_factory(
+    def _client(
         self,
-        headers: dict[str, str] | None = None,
-        timeout: httpx2.Timeout | None = None,
-        auth: httpx2.Auth | None = None,
+        auth_watch: _AuthWatch,
+        *,
+        headers: dict[str, str] | None,
+        timeout: httpx2.Timeout | None,
+        auth: httpx2.Auth | None,
     ) -> httpx2.AsyncClient:
         """A lightweight client over the shared pool carrying this request's own headers."""
         return httpx2.AsyncClient(
-            transport=_LentTransport(self),
+            transport=_LentTransport(self, auth_watch),
             headers=headers,
             timeout=timeout if timeout is not None else httpx2.Timeout(self.timeout_seconds),
             follow_redirects=False,

@@ -244,3 +244,24 @@ async def test_a_held_lock_ends_the_turn_instead_of_stalling_it(
     finally:
         await locker.close()
         server.stop()
+
+
+async def test_a_token_expiring_mid_turn_ends_it_with_a_sign_in_message(
+    server_env: dict[str, str], fake: FakeLLM, minter: SharedSecretVerifier, tmp_path: Path
+) -> None:
+    server = ServerProcess(
+        env=model_env(server_env, fake, AUTH_LEEWAY_SECONDS="0"), log_path=tmp_path / "s.log"
+    )
+    server.start()
+    client = ChatKitClient(server.base_url, minter.mint(f"user-{uuid.uuid4().hex}", ttl_seconds=3))
+    try:
+        # The model takes longer than the token lives, then calls a tool with it.
+        fake.enqueue(Reply.tool_call("list_tasks", {}, delay_before=5.0))
+        result = await client.send("what is on my list?")
+        errors = result.of_type("error")
+        assert errors and "sign in again" in errors[-1].message.lower(), result.raw[-3:]
+        # The refusal never went back to the model as if it were the tool's answer.
+        assert len(fake.requests) == 1
+    finally:
+        await client.aclose()
+        server.stop()
