@@ -14,6 +14,7 @@ from app.observability.multiprocess_dir import metrics_dir_for_workers
 from app.settings import SettingsError, load_settings
 
 GRACE_BACKSTOP_SECONDS = 10
+WORKER_HEALTHCHECK_SECONDS = 30
 
 
 def main() -> int:
@@ -37,7 +38,15 @@ def main() -> int:
         if settings.web_concurrency == 1:
             uvicorn.run("app.main:app", **options)  # exits with code 3 when startup fails
             return 0
-        config = uvicorn.Config("app.main:app", workers=settings.web_concurrency, **options)
+        config = uvicorn.Config(
+            "app.main:app",
+            workers=settings.web_concurrency,
+            # uvicorn kills a worker that does not answer its parent's ping within this; a new
+            # worker answers only once Python has started it, which takes seconds on a busy
+            # machine (5 s, the default, made workers restart in a loop there).
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
+            **options,
+        )
         return _run_workers(config)
 
 

@@ -190,6 +190,7 @@ async def wait_for_database(engine: AsyncEngine, seconds: float) -> None:
     password). Refused credentials, certificates or a missing database end the wait at once.
     """
     target = describe_target(engine.url)
+    password = engine.url.password
     deadline = time.monotonic() + seconds
     delay = 0.25
     while True:
@@ -200,6 +201,8 @@ async def wait_for_database(engine: AsyncEngine, seconds: float) -> None:
             return
         except Exception as exc:  # any failure to connect is a reason to wait or to stop
             cause = describe_cause(exc)
+            if password:  # no driver quotes it; this keeps it that way
+                cause = cause.replace(password, "***")
             if _is_permanent(_root_cause(exc)):
                 logger.error("database.refused", extra={"host": target, "cause": cause})
                 raise DatabaseUnreachable(

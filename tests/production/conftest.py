@@ -3,8 +3,10 @@ certificates made here, and a PgBouncer in transaction mode in front of it (TLS 
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 import asyncpg
@@ -64,6 +66,17 @@ class TlsPostgres:
             await admin.close()
 
 
+def own_cluster(**options: Any) -> PostgresCluster:
+    """A cluster of these tests' own (TLS, pg_hba, late start): needs the server binaries even
+    when TEST_DATABASE_URL names the suite's database, so without them the tests are skipped."""
+    try:
+        return start_cluster(**options)
+    except RuntimeError as exc:
+        if os.environ.get("TEST_DATABASE_URL") and "binaries" in str(exc):
+            pytest.skip(str(exc))
+        raise
+
+
 @pytest.fixture(scope="session")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> tuple[CertificateAuthority, ...]:
     directory = tmp_path_factory.mktemp("certs")
@@ -80,7 +93,7 @@ async def tls_postgres(
     """A cluster with ssl=on that refuses plain TCP; the app role owns a migrated database."""
     ca, other_ca = certificates
     server = ca.server("postgres", dns=("localhost",), ips=("127.0.0.1",))
-    cluster = start_cluster(
+    cluster = own_cluster(
         tls=ServerTls(cert=server.cert, key=server.key, client_ca=ca.cert_path),
         hba=HBA,
         # 127.0.0.2 is not in the certificate: for the host name check.

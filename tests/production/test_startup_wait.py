@@ -15,7 +15,8 @@ import httpx2
 import pytest
 
 from tests.e2e.harness import REPO_ROOT, ServerProcess
-from tests.pg_cluster import free_port, start_cluster
+from tests.pg_cluster import free_port
+from tests.production.conftest import own_cluster
 
 PASSWORD = "startup-pw-never-logged"
 TIMEOUT_SECONDS = 3
@@ -88,7 +89,7 @@ def test_no_database_exits_with_one_line(
 async def test_server_comes_up_when_postgres_starts_later(
     server_env: dict[str, str], tmp_path: Path
 ) -> None:
-    cluster = start_cluster(start=False)
+    cluster = own_cluster(start=False)
     try:
         server = ServerProcess(
             env={
@@ -116,3 +117,28 @@ async def test_server_comes_up_when_postgres_starts_later(
         assert "Traceback" not in server.logs()
     finally:
         cluster.destroy()
+
+
+def test_workers_that_cannot_start_make_a_nonzero_exit(
+    server_env: dict[str, str], tmp_path: Path
+) -> None:
+    """uvicorn's own supervisor exits 0 when a worker fails to start; `python -m app` does not."""
+    url = f"postgresql://app:{PASSWORD}@127.0.0.1:{free_port()}/chat?sslmode=disable"
+    result = subprocess.run(
+        [sys.executable, "-m", "app"],
+        cwd=REPO_ROOT,
+        env=_env(
+            server_env,
+            DATABASE_URL=url,
+            DATABASE_STARTUP_TIMEOUT="1",
+            WEB_CONCURRENCY="2",
+            PORT=str(free_port()),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 3, output
+    assert "database.unreachable" in output
+    assert "Traceback" not in output and PASSWORD not in output
