@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.store.database import create_engine, migrate
+from app.store.database_url import normalize_database_url
 from tests.pg_cluster import PostgresCluster, start_cluster
 
 TEST_DATABASE = "chatkit_test"
@@ -38,9 +39,8 @@ def _plain_dsn(url: str) -> str:
 async def postgres_url(pg_cluster: PostgresCluster | None) -> str:
     """URL of a freshly migrated Postgres database (`alembic upgrade head`)."""
     if pg_cluster is None:
-        url = os.environ["TEST_DATABASE_URL"]
-        if url.startswith(("postgres://", "postgresql://")):
-            url = "postgresql+asyncpg://" + url.split("://", 1)[1]
+        # Any URL the server takes (postgres://, ?sslmode=...), through the server's own parser.
+        url = normalize_database_url(os.environ["TEST_DATABASE_URL"])
     else:
         admin = await asyncpg.connect(_plain_dsn(pg_cluster.url("postgres")))
         try:
