@@ -252,12 +252,13 @@ class FakeLLM:
             self._transcription_reply = reply
 
     def transcription_requests(self) -> list[TranscriptionForm]:
-        """The parsed forms of the transcription requests received, in arrival order."""
-        return [
-            transcription.parse_form(request)
-            for request in self.requests
-            if request.path == transcription.TRANSCRIPTIONS_PATH
-        ]
+        """The forms of the transcription requests received (malformed ones left out), in order."""
+        forms = []
+        for request in self.requests:
+            if request.path == transcription.TRANSCRIPTIONS_PATH:
+                with contextlib.suppress(transcription.MalformedForm):
+                    forms.append(transcription.parse_form(request))
+        return forms
 
     async def wait_for_requests(self, count: int, *, timeout: float = 5.0) -> list[RecordedRequest]:
         """Wait (without blocking the caller's loop) until `count` model requests have arrived."""

@@ -103,7 +103,7 @@ async def test_a_tag_with_some_data_is_still_accepted(
     _, token = user
     tagged = message(
         parts=[tag(data={"notes": "n" * 2000}, group="lists")],
-        inference_options={"model": "default"},
+        inference_options={"model": "gpt-4o-mini"},  # OPENAI_MODEL: the one model listed
         quoted_text="an earlier answer",
     )
     response = await post(offline_server.base_url, token, "threads.create", {"input": tagged})
