@@ -30,7 +30,12 @@ class TaskSearchResult(BaseModel):
     data: list[TaskEntry] = Field(description="At most `limit` tasks.")
 
 
-@router.get("/api/tasks", response_model=TaskSearchResult, tags=["tasks"])
+@router.get(
+    "/api/tasks",
+    response_model=TaskSearchResult,
+    tags=["tasks"],
+    openapi_extra={"security": [{"bearer": []}]},
+)
 async def search_tasks(
     caller: CurrentCaller,
     server: ChatServerDep,
