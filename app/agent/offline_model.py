@@ -34,6 +34,8 @@ from openai.types.responses import (
 )
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
+from app.agent.attachment_notes import attachment_names
+
 OFFLINE_MODEL_NAME = "offline-demo"
 
 HELP_TEXT = (
@@ -104,22 +106,48 @@ def _field(item: Any, name: str) -> Any:
     return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
 
 
-def _message_text(content: Any) -> str:
+def _typed_text(content: Any) -> str:
+    """What the user typed: the first text part (attachments follow it as parts of their own)."""
     if isinstance(content, str):
         return content
-    parts = []
     for part in content or []:
         text = _field(part, "text")
         if isinstance(text, str):
-            parts.append(text)
-    return "".join(parts)
+            return text
+    return ""
 
 
 def _last_user_text(items: Sequence[Any]) -> str:
     for item in reversed(items):
         if _field(item, "role") == "user":
-            return _message_text(_field(item, "content"))
+            return _typed_text(_field(item, "content"))
     return ""
+
+
+def attached_names(items: Sequence[Any]) -> list[str]:
+    """The names of the files attached to the latest user message that has any."""
+    for item in reversed(items):
+        if _field(item, "role") != "user":
+            continue
+        content = _field(item, "content")
+        for part in content if isinstance(content, list) else []:
+            text = _field(part, "text")
+            names = attachment_names(text) if isinstance(text, str) else None
+            if names:
+                return names
+        if _field(item, "type") in (None, "message"):
+            return []
+    return []
+
+
+def acknowledge_attachments(names: list[str]) -> str:
+    """The demo model's answer to files it cannot read."""
+    listed = ", ".join(f'"{name}"' for name in names)
+    return (
+        f"I received your attachment{'s' if len(names) > 1 else ''} {listed}. The offline demo "
+        "model cannot look inside files; with a language model configured (OPENAI_API_KEY), "
+        "images, PDFs and text files are passed to it."
+    )
 
 
 def _tool_name_for(items: Sequence[Any], call_id: str) -> str | None:
@@ -195,7 +223,8 @@ class OfflineDemoModel(Model):
             return _message(text)
         command = parse_command(_last_user_text(items))
         if command is None:
-            return _message(HELP_TEXT)
+            names = attached_names(items)
+            return _message(acknowledge_attachments(names) if names else HELP_TEXT)
         if command.name not in {tool.name for tool in tools}:
             return _message(
                 f"The task tool {command.name} is not available right now, so I cannot do that."

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -31,6 +31,7 @@ from chatkit.types import (
     Page,
     ThreadItem,
     ThreadMetadata,
+    UserMessageItem,
 )
 from pydantic import TypeAdapter
 from sqlalchemy import ColumnElement, Table, and_, delete, func, or_, select
@@ -181,13 +182,31 @@ def new_thread_id() -> str:
     return new_item_id("thread")
 
 
+# How a stored attachment is shown to its owner (e.g. a fresh signed preview link).
+AttachmentView = Callable[[Attachment, RequestContext], Awaitable[Attachment]]
+
+
 class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
     """ChatKit Store on Postgres or SQLite; a short transaction per method."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, attachment_view: AttachmentView | None = None
+    ) -> None:
         self._engine = engine
         dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
         self._insert = dialect.insert
+        self._attachment_view = attachment_view
+
+    async def _present(self, item: ThreadItem, context: RequestContext) -> ThreadItem:
+        """A loaded item as its owner sees it: attachments through the attachment view."""
+        if self._attachment_view is None or not isinstance(item, UserMessageItem):
+            return item
+        if not item.attachments:
+            return item
+        item.attachments = [
+            await self._attachment_view(attachment, context) for attachment in item.attachments
+        ]
+        return item
 
     @asynccontextmanager
     async def _writing(self, operation: str) -> AsyncIterator[AsyncConnection]:
@@ -293,7 +312,10 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
         owned = and_(_items.c.thread_id == thread_id, _items.c.user_id == context.user_id)
         rows, has_more = await self._page_rows(_items, owned, after, limit, order, "Item")
         return Page(
-            data=[_item_from_row(row.data, row.created_at) for row in rows],
+            data=[
+                await self._present(_item_from_row(row.data, row.created_at), context)
+                for row in rows
+            ],
             has_more=has_more,
             after=rows[-1].id if has_more and rows else None,
         )
@@ -374,7 +396,7 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
             ).first()
         if row is None:
             raise NotFoundError(f"Item {item_id} not found")
-        return _item_from_row(row.data, row.created_at)
+        return await self._present(_item_from_row(row.data, row.created_at), context)
 
     async def delete_thread_item(
         self, thread_id: str, item_id: str, context: RequestContext
@@ -503,7 +525,10 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
             )
         if data is None:
             raise NotFoundError(f"Attachment {attachment_id} not found")
-        return _attachment_adapter.validate_json(data)
+        attachment = _attachment_adapter.validate_json(data)
+        if self._attachment_view is not None:
+            return await self._attachment_view(attachment, context)
+        return attachment
 
     async def delete_attachment(self, attachment_id: str, context: RequestContext) -> None:
         _known_ids(attachment_id)
@@ -516,3 +541,19 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
             )
         if result.rowcount == 0:
             raise NotFoundError(f"Attachment {attachment_id} not found")
+
+    async def delete_unused_attachments(
+        self, *, created_before: datetime, user_id: str | None = None
+    ) -> int:
+        """Delete attachments never sent in a message, created before a naive UTC time.
+
+        Scoped to `user_id` when given; their bytes go with them (the blob table's cascade).
+        """
+        unused = and_(
+            _attachments.c.thread_id.is_(None), _attachments.c.created_at < created_before
+        )
+        if user_id is not None:
+            unused = and_(unused, _attachments.c.user_id == user_id)
+        async with self._engine.begin() as conn:
+            result = await conn.execute(delete(_attachments).where(unused))
+        return int(result.rowcount or 0)

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -74,7 +75,11 @@ class AttachmentRow(SQLModel, table=True):
     """Attachment metadata; `data` is the Attachment JSON."""
 
     __tablename__ = "chat_attachments"
-    __table_args__ = (Index("ix_chat_attachments_user", "user_id"),)
+    __table_args__ = (
+        Index("ix_chat_attachments_user", "user_id"),
+        # Finding uploads never used in a message (migration 0005).
+        Index("ix_chat_attachments_created", "created_at"),
+    )
 
     id: str = Field(sa_column=Column(String(ID_LENGTH), primary_key=True))
     user_id: str = Field(sa_column=Column(String(USER_ID_LENGTH), nullable=False))
@@ -152,3 +157,32 @@ class ThreadTurnRow(SQLModel, table=True):
     user_id: str = Field(sa_column=Column(String(USER_ID_LENGTH), nullable=False))
     lease_id: str = Field(sa_column=Column(String(ID_LENGTH), nullable=False))
     expires_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))
+
+
+class AttachmentBlobRow(SQLModel, table=True):
+    """The bytes of one uploaded attachment; removed with its metadata row (cascade)."""
+
+    __tablename__ = "chat_attachment_blobs"
+
+    attachment_id: str = Field(
+        sa_column=Column(
+            String(ID_LENGTH),
+            ForeignKey("chat_attachments.id", ondelete="CASCADE"),
+            primary_key=True,
+        )
+    )
+    user_id: str = Field(sa_column=Column(String(USER_ID_LENGTH), nullable=False))
+    mime_type: str = Field(sa_column=Column(String(255), nullable=False))
+    size: int = Field(sa_column=Column(BigInteger(), nullable=False))
+    created_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))
+    data: bytes = Field(sa_column=Column(LargeBinary(), nullable=False))
+
+
+class SigningKeyRow(SQLModel, table=True):
+    """A random secret shared by every server process (e.g. for attachment preview links)."""
+
+    __tablename__ = "signing_keys"
+
+    name: str = Field(sa_column=Column(String(64), primary_key=True))
+    secret: str = Field(sa_column=Column(String(128), nullable=False))
+    created_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))

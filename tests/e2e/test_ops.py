@@ -222,7 +222,7 @@ async def test_message_naming_an_attachment_is_refused(
         }
     }
     response = await make_client(server.base_url).request("threads.create", body)
-    assert response.status_code == 400
+    assert response.status_code == 404 and response.json()["type"] == "not_found"
 
 
 async def test_locked_thread_refuses_new_messages(

@@ -11,12 +11,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 ERROR_KEYS = {"type", "message", "status_code"}
 # Every table that holds something of a user; each has a user_id column.
-USER_TABLES = ("chat_threads", "chat_items", "chat_feedback", "chat_attachments", "todo_tasks")
+USER_TABLES = (
+    "chat_threads",
+    "chat_items",
+    "chat_feedback",
+    "chat_attachments",
+    "chat_attachment_blobs",
+    "todo_tasks",
+)
 _ORDER = {
     "chat_threads": "seq",
     "chat_items": "seq",
     "chat_feedback": "thread_id, item_id",
     "chat_attachments": "id",
+    "chat_attachment_blobs": "attachment_id",
     "todo_tasks": "id",
 }
 

@@ -119,8 +119,13 @@ async def world(
             arguments={"hint": secret},
         )
         await store.add_thread_item(a_thread, tool_call, context)
-        attachment = FileAttachment(id=new_id("atc"), name=f"{secret}.txt", mime_type="text/plain")
-        await store.save_attachment(attachment, context)
+        uploaded = await a_client.http.post(
+            "/api/chatkit/upload",
+            files={"file": (f"{secret}.txt", secret.encode(), "text/plain")},
+            headers={"Authorization": f"Bearer {a_client.token}"},
+        )
+        assert uploaded.status_code == 200, uploaded.text
+        attachment = FileAttachment.model_validate(uploaded.json())
 
         b_started = await b_client.send("hello from b")
         assert b_started.status == 200, b_started.raw
@@ -148,6 +153,7 @@ async def world(
         assert [len(world.initial[t]) for t in ("chat_threads", "chat_feedback")] == [1, 1]
         assert len(world.initial["todo_tasks"]) == 1
         assert len(world.initial["chat_attachments"]) == 1
+        assert len(world.initial["chat_attachment_blobs"]) == 1
         assert len(world.initial["chat_items"]) >= 6
         yield world
     finally:
@@ -177,7 +183,6 @@ def _input_naming(attachment: str) -> dict[str, Any]:
 
 _ANSWER = {"status": "answered", "answers": {"q": {"values": ["pwned"]}}}
 _ACTION = {"type": "pwn", "payload": {"x": 1}}
-_DISABLED = frozenset({400})
 
 HTTP_CASES = [
     Case("get_by_id", "threads.get_by_id", lambda w: {"thread_id": w.a_thread}),
@@ -273,36 +278,22 @@ HTTP_CASES = [
         "custom_action.own_thread",
         "threads.custom_action",
         lambda w: {"thread_id": w.b_thread, "item_id": w.a_assistant_message, "action": _ACTION},
-        _DISABLED,
-        "feature_not_enabled",
     ),
-    Case(
-        "attachments.delete",
-        "attachments.delete",
-        lambda w: {"attachment_id": w.a_attachment},
-        _DISABLED,
-        "feature_not_enabled",
-    ),
+    Case("attachments.delete", "attachments.delete", lambda w: {"attachment_id": w.a_attachment}),
     Case(
         "create_naming_attachment",
         "threads.create",
         lambda w: {"input": _input_naming(w.a_attachment)},
-        _DISABLED,
-        "feature_not_enabled",
     ),
     Case(
         "add_user_message_naming_attachment.own_thread",
         "threads.add_user_message",
         lambda w: {"thread_id": w.b_thread, "input": _input_naming(w.a_attachment)},
-        _DISABLED,
-        "feature_not_enabled",
     ),
     Case(
         "add_user_message_naming_attachment",
         "threads.add_user_message",
         lambda w: {"thread_id": w.a_thread, "input": _input_naming(w.a_attachment)},
-        frozenset({400, 404}),
-        None,
     ),
 ]
 

@@ -1,0 +1,34 @@
+"""Random secrets kept in the database, so every process and machine signs with the same key."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+
+from sqlalchemy import Table, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.store.tables import SigningKeyRow
+
+_keys: Table = SigningKeyRow.__table__  # type: ignore[attr-defined]
+
+
+async def load_signing_key(engine: AsyncEngine, name: str) -> bytes:
+    """The secret called `name`, created on first use; concurrent first uses agree on one."""
+    insert = (postgresql if engine.dialect.name == "postgresql" else sqlite).insert
+    statement = (
+        insert(_keys)
+        .values(
+            name=name,
+            secret=secrets.token_urlsafe(48),
+            created_at=datetime.now(UTC).replace(tzinfo=None),
+        )
+        .on_conflict_do_nothing(index_elements=[_keys.c.name])
+    )
+    async with engine.begin() as conn:
+        await conn.execute(statement)
+        secret = await conn.scalar(select(_keys.c.secret).where(_keys.c.name == name))
+    if not isinstance(secret, str) or not secret:
+        raise RuntimeError(f"signing key {name!r} is missing")
+    return secret.encode()
