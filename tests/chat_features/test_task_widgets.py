@@ -255,6 +255,13 @@ async def test_widgets_with_the_recording_server_and_parallel_calls(
     workflow = [e.item for e in result.of_type("thread.item.done") if e.item.type == "workflow"]
     tasks = workflow[-1].workflow.tasks if workflow else []
     assert [t.status_indicator for t in tasks] == ["complete", "complete"]
+    # The next turn's history carries the widget as its short text, not its JSON.
+    fake.enqueue(Reply.text("Sure."))
+    await client.send("thanks", result.thread_id)
+    history = fake.model_requests()[-1].user_texts
+    shown = [text for text in history if text.startswith("A widget was shown to the user")]
+    assert len(shown) == 1 and "] #" in shown[0] and "one" in shown[0] and "two" in shown[0]
+    assert not any('"onClickAction"' in text for text in history)
 
 
 @pytest.mark.parametrize("op", ["threads.custom_action", "threads.sync_custom_action"])
