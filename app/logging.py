@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,20 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {
 }
 # Never written to a log line, whatever a caller passes in `extra=`.
 _SECRET_FIELDS = {"token", "authorization", "password", "secret", "api_key", "text", "content"}
+
+
+# Query parameters that grant access by themselves (signed attachment preview links).
+_SECRET_QUERY = re.compile(r"([?&](?:sig|token|access_token)=)[^&\s]*")
+
+
+class _AccessLinkFilter(logging.Filter):
+    """Access-log lines keep their paths but not the signatures in their query strings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], _SECRET_QUERY.sub(r"\1[redacted]", args[2]), *args[3:])
+        return True
 
 
 class _ContextFilter(logging.Filter):
@@ -85,6 +100,9 @@ def configure_logging(*, level: str, json_lines: bool) -> None:
     for noisy in ("httpx2", "httpcore2", "openai", "mcp", "openai.agents"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLevelName(level)))
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(existing, _AccessLinkFilter) for existing in access.filters):
+        access.addFilter(_AccessLinkFilter())
     # chatkit installs a handler of its own when LOG_LEVEL is set: one set of lines is enough.
     chatkit_logger = logging.getLogger("chatkit")
     for existing in list(chatkit_logger.handlers):

@@ -353,6 +353,11 @@ async def test_large_image_preview_is_a_signed_link_without_bearer(
             )
         ).status_code == 200
 
+    # The link grants access by itself: access logs keep the path, not the signature.
+    logs = pg_server.logs()
+    assert f"/api/chatkit/attachments/{attachment['id']}/preview?exp=" in logs
+    assert sig not in logs and "sig=[redacted]" in logs
+
     # Items come back with a working link (signed again on every read).
     result = await send(client, "look", attachment["id"])
     listed = await client.call("items.list", {"thread_id": result.thread_id, "order": "asc"})
