@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from agents import Agent, Model, RunConfig, Runner
@@ -39,6 +39,7 @@ from app.agent.instructions import turn_instructions
 from app.agent.titles import TitleMaker, first_words_title
 from app.chat.attachment_input import AttachmentConverter
 from app.chat.attachments import Attachments
+from app.chat.backpressure import StreamWindow, WindowedRun, window_for_run
 from app.chat.composer import DICTATION_DISABLED_MESSAGE, ComposerFeatures
 from app.chat.failures import McpUnavailableError, user_message_for
 from app.chat.mentions import mention_text
@@ -146,14 +147,17 @@ class ChatServer(ChatKitServer[RequestContext]):
             history = await self._history(thread, context)
             mcp_server = await self._connect_mcp(context)
             agent = self._agent_for(input_user_message, context, mcp_server)
-            result = Runner.run_streamed(
-                agent,
-                await self._turn_converter(history, context).to_agent_input(history),
-                context=agent_context,
-                hooks=hooks,
-                run_config=self._run_config,
-            )
-            async for event in stream_agent_response(agent_context, result):
+            window = StreamWindow()
+            with window_for_run(window):
+                result = Runner.run_streamed(
+                    agent,
+                    await self._turn_converter(history, context).to_agent_input(history),
+                    context=agent_context,
+                    hooks=hooks,
+                    run_config=self._run_config,
+                )
+            run = cast(RunResultStreaming, WindowedRun(result, window))
+            async for event in stream_agent_response(agent_context, run):
                 yield turn.rewrite(event)
             widget = self._task_widget(thread, hooks, context)
             if widget is not None:

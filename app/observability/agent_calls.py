@@ -30,6 +30,7 @@ from mcp.types import CallToolResult
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
+from app.chat.backpressure import wait_for_reader
 from app.context import RequestContext
 from app.observability.metrics import Metrics, ToolOutcome, TurnOutcome
 from app.observability.tracing import REQUEST_ID_ATTRIBUTE, request_id_attributes, tracer
@@ -252,6 +253,7 @@ class ObservedModel(Model):
                         event = await anext(events)
                     except StopAsyncIteration:
                         break
+                await wait_for_reader()  # a slow client slows the model, not memory
                 yield event
         except BaseException as exc:
             error = exc
