@@ -134,6 +134,8 @@ def create_app(
                     public_url_hosts=[*LOOPBACK_ANY_PORT, EMBEDDED_MCP_HOST],
                     port=settings.port,
                     path=MCP_MOUNT_PATH,
+                    calls_per_window=settings.todo_mcp_calls_per_minute,
+                    stream_idle_seconds=settings.todo_mcp_stream_idle_seconds,
                 )
                 await stack.enter_async_context(todo.running())
                 embedded_mcp.target = todo.asgi_app

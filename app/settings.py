@@ -43,7 +43,8 @@ class Settings(BaseSettings):
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
     )
 
-    database_url: str = "sqlite+aiosqlite:///.data/chat.db"
+    # Unset or empty: a SQLite file `chat.db` in DATA_DIR.
+    database_url: str = ""
     auto_migrate: bool = True
     database_pool_size: int = Field(default=20, ge=1, le=500)
     database_max_overflow: int = Field(default=20, ge=0, le=500)
@@ -85,6 +86,8 @@ class Settings(BaseSettings):
 
     mcp_server_url: str | None = None
     mcp_timeout: float = Field(default=10.0, gt=0)
+    todo_mcp_calls_per_minute: int = Field(default=120, ge=0)
+    todo_mcp_stream_idle_seconds: float = Field(default=60.0, ge=0)
 
     auth_jwks_url: str | None = None
     auth_issuer: str | None = None
@@ -214,7 +217,15 @@ class Settings(BaseSettings):
     def _database_url(cls, value: str | None) -> str | None:
         # libpq-style URLs (postgres://, ?sslmode=...) are checked here, so a bad one stops
         # startup naming the parameter; the message never contains the password.
-        return None if value is None else normalize_database_url(value)
+        if value is None or not value.strip():
+            return None if value is None else ""
+        return normalize_database_url(value)
+
+    @model_validator(mode="after")
+    def _default_database_in_data_dir(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'chat.db'}"
+        return self
 
     @model_validator(mode="after")
     def _exclusive_auth_modes(self) -> Settings:

@@ -109,20 +109,37 @@ class FeedbackRow(SQLModel, table=True):
 
 
 class TaskRow(SQLModel, table=True):
-    """A TODO task of the embedded MCP server, owned by one user."""
+    """A TODO task of the embedded MCP server, owned by one user.
+
+    `number` is the id its owner sees: counted per user (migration 0007), so it says nothing
+    about anyone else's tasks. `id` is internal.
+    """
 
     __tablename__ = "todo_tasks"
-    __table_args__ = (Index("ix_todo_tasks_user", "user_id", "id"),)
+    __table_args__ = (
+        Index("ix_todo_tasks_user", "user_id", "id"),
+        UniqueConstraint("user_id", "number", name="uq_todo_tasks_user_number"),
+    )
 
     id: int | None = Field(
         default=None, sa_column=Column(SeqType, primary_key=True, autoincrement=True)
     )
     user_id: str = Field(sa_column=Column(String(USER_ID_LENGTH), nullable=False))
+    number: int = Field(sa_column=Column(BigInteger(), nullable=False))
     title: str = Field(sa_column=Column(String(500), nullable=False))
     description: str = Field(default="", sa_column=Column(Text(), nullable=False))
     completed: bool = Field(default=False, sa_column=Column(Boolean(), nullable=False))
     created_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))
     updated_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))
+
+
+class TaskCounterRow(SQLModel, table=True):
+    """The last task number given to a user; numbers are never reused, even after a delete."""
+
+    __tablename__ = "todo_task_counters"
+
+    user_id: str = Field(sa_column=Column(String(USER_ID_LENGTH), primary_key=True))
+    last_number: int = Field(sa_column=Column(BigInteger(), nullable=False))
 
 
 class UsageWindowRow(SQLModel, table=True):

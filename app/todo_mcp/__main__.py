@@ -59,6 +59,8 @@ def build_app(
         public_url_hosts=_public_hosts(settings, allow_hosts),
         port=port,
         issuer_url=settings.auth_issuer,
+        calls_per_window=settings.todo_mcp_calls_per_minute,
+        stream_idle_seconds=settings.todo_mcp_stream_idle_seconds,
     )
 
     @asynccontextmanager

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
+import anyio
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
@@ -30,12 +32,15 @@ from app.db_errors import database_failure_message, sqlstate_of
 from app.errors import AuthenticationError, ServiceUnavailableError, error_response
 from app.store.tasks import (
     DESCRIPTION_MAX_CHARS,
+    MAX_PAGE_SIZE,
     TITLE_MAX_CHARS,
+    CallQuota,
     InvalidTask,
     Task,
     TaskNotFound,
     TaskRepository,
     TaskStatus,
+    TooManyCalls,
 )
 
 logger = logging.getLogger(__name__)
@@ -50,15 +55,21 @@ INSTRUCTIONS = (
     "list_tasks or add_task; never guess them."
 )
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+DEFAULT_CALLS_PER_MINUTE = 120
+DEFAULT_STREAM_IDLE_SECONDS = 60.0
 TASK_SAVE_FAILED = "The task list could not be saved or read right now; nothing was changed."
 
 
 class TaskList(BaseModel):
-    """The result of list_tasks."""
+    """The result of list_tasks: one page of tasks."""
 
     status: TaskStatus = Field(description="The filter that was applied.")
-    count: int = Field(description="How many tasks are listed.")
+    count: int = Field(description="How many tasks are listed on this page.")
     tasks: list[Task] = Field(description="The tasks, oldest first.")
+    has_more: bool = Field(description="Whether more tasks follow; ask again with next_after.")
+    next_after: int | None = Field(
+        description="Pass as `after` to list the next page; null on the last page."
+    )
 
 
 class DeletedTask(BaseModel):
@@ -95,6 +106,58 @@ class McpTokenVerifier:
             expires_at=None,
             claims=principal.claims,
         )
+
+
+class _IdleStreamsEnd:
+    """Ends an event stream (the GET stream, a listen) that carried no event for `idle_seconds`.
+
+    In stateless mode nothing is ever sent on a GET stream, so without this it stays open for
+    as long as the client likes. Keep-alive comments (`: ping`) do not count as events.
+    """
+
+    def __init__(self, app: ASGIApp, *, idle_seconds: float) -> None:
+        self._app = app
+        self._idle_seconds = idle_seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._idle_seconds <= 0:
+            await self._app(scope, receive, send)
+            return
+        streaming = finished = False
+        last_event = anyio.current_time()
+
+        async def watch(message: Message) -> None:
+            nonlocal streaming, finished, last_event
+            if message["type"] == "http.response.start":
+                content_type = dict(message.get("headers", [])).get(b"content-type", b"")
+                streaming = content_type.startswith(b"text/event-stream")
+            elif message["type"] == "http.response.body":
+                if _carries_events(message.get("body", b"")):
+                    last_event = anyio.current_time()
+                finished = not message.get("more_body", False)
+            await send(message)
+
+        async with anyio.create_task_group() as group:
+
+            async def end_when_idle() -> None:
+                while True:
+                    await anyio.sleep(min(1.0, self._idle_seconds / 2))
+                    idle = anyio.current_time() - last_event
+                    if streaming and not finished and idle >= self._idle_seconds:
+                        group.cancel_scope.cancel()
+                        return
+
+            group.start_soon(end_when_idle)
+            await self._app(scope, receive, watch)
+            group.cancel_scope.cancel()
+        if streaming and not finished:  # cut above: end the response properly
+            logger.info("todo_mcp.stream_idle_closed", extra={"idle_seconds": self._idle_seconds})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _carries_events(body: bytes) -> bool:
+    """Whether an SSE chunk holds more than comment lines (keep-alive pings)."""
+    return any(line and not line.startswith(b":") for line in body.splitlines())
 
 
 class _UnavailableAs503:
@@ -152,16 +215,22 @@ def build_todo_mcp(
     port: int,
     path: str = "/mcp",
     issuer_url: str | None = None,
+    calls_per_window: int = DEFAULT_CALLS_PER_MINUTE,
+    call_window_seconds: int = 60,
+    stream_idle_seconds: float = DEFAULT_STREAM_IDLE_SECONDS,
 ) -> TodoMcp:
     """Build the TODO MCP server answering at `path`.
 
     Accepted Host headers: 127.0.0.1, localhost and [::1] with `port`, plus `public_url_hosts`
     (Host header values such as `todo.example.com`, `todo.example.com:8443` or `name:*`);
     any other Host gets 421. Requests without a token our `verifier` accepts get 401.
+    Each user may make `calls_per_window` tool calls per `call_window_seconds` (0: no limit);
+    an event stream with nothing to send is ended after `stream_idle_seconds` (0: never).
     """
     if not path.startswith("/") or path == "/" or path.endswith("/"):
         raise ValueError("path must look like /mcp (leading slash, no trailing slash)")
     repository = TaskRepository(sessions)
+    quota = CallQuota(sessions, limit=calls_per_window, window_seconds=call_window_seconds)
     server: MCPServer[Any] = MCPServer(
         SERVER_NAME,
         title="TODO tasks",
@@ -173,7 +242,7 @@ def build_todo_mcp(
             resource_server_url=None,
         ),
     )
-    _register_tools(server, repository)
+    _register_tools(server, repository, quota)
 
     hosts = [f"{name}:{port}" for name in _LOOPBACK_NAMES] + list(public_url_hosts)
     starlette_app = server.streamable_http_app(
@@ -190,6 +259,7 @@ def build_todo_mcp(
         ),
     )
     _insert_outermost(starlette_app, Middleware(_UnavailableAs503))
+    _insert_outermost(starlette_app, Middleware(_IdleStreamsEnd, idle_seconds=stream_idle_seconds))
     return TodoMcp(server=server, asgi_app=starlette_app, path=path)
 
 
@@ -207,7 +277,22 @@ def _caller_id() -> str:
     return token.subject or token.client_id
 
 
-def _register_tools(server: MCPServer[Any], tasks: TaskRepository) -> None:
+async def _counted_caller(quota: CallQuota) -> str:
+    """The caller's user id, once this call fits in their quota (else a tool error)."""
+    user_id = _caller_id()
+    try:
+        await _run(quota.spend(user_id))
+    except TooManyCalls as exc:
+        logger.info("todo_mcp.calls_limited", extra={"limit": exc.limit})
+        window = "minute" if exc.window_seconds == 60 else f"{exc.window_seconds} s"
+        raise ToolError(
+            f"Too many task requests: at most {exc.limit} per {window}. "
+            f"Try again in {math.ceil(exc.retry_after)} s."
+        ) from None
+    return user_id
+
+
+def _register_tools(server: MCPServer[Any], tasks: TaskRepository, quota: CallQuota) -> None:
     @_tool(
         server,
         title="List tasks",
@@ -220,15 +305,34 @@ def _register_tools(server: MCPServer[Any], tasks: TaskRepository) -> None:
                 description="'all' (default), 'open' (not completed yet) or 'completed'.",
             ),
         ] = "all",
+        limit: Annotated[
+            int,
+            Field(
+                ge=1,
+                le=MAX_PAGE_SIZE,
+                description=f"At most this many tasks: 1 to {MAX_PAGE_SIZE} (the default).",
+            ),
+        ] = MAX_PAGE_SIZE,
+        after: Annotated[
+            int,
+            Field(ge=0, description="Only tasks after this id: the previous page's next_after."),
+        ] = 0,
     ) -> TaskList:
         """List the user's TODO tasks, oldest first, optionally only open or completed ones.
 
         Each task has its id, title, description, completion flag and timestamps (ISO 8601, UTC).
-        Use the ids with complete_task, update_task and delete_task.
+        Use the ids with complete_task, update_task and delete_task. One call lists at most
+        `limit` tasks; when has_more is true, call again with after=next_after for the rest.
         """
-        user_id = _caller_id()
-        found = await _run(tasks.list(user_id=user_id, status=status))
-        return TaskList(status=status, count=len(found), tasks=found)
+        user_id = await _counted_caller(quota)
+        page = await _run(tasks.page(user_id=user_id, status=status, after=after, limit=limit))
+        return TaskList(
+            status=status,
+            count=len(page.tasks),
+            tasks=page.tasks,
+            has_more=page.has_more,
+            next_after=page.tasks[-1].id if page.has_more else None,
+        )
 
     @_tool(
         server,
@@ -248,7 +352,7 @@ def _register_tools(server: MCPServer[Any], tasks: TaskRepository) -> None:
         ] = "",
     ) -> Task:
         """Create a new open TODO task for the user and return it with its id."""
-        user_id = _caller_id()
+        user_id = await _counted_caller(quota)
         return await _run(tasks.add(user_id=user_id, title=title, description=description))
 
     @_tool(
@@ -263,7 +367,7 @@ def _register_tools(server: MCPServer[Any], tasks: TaskRepository) -> None:
 
         Completing an already completed task changes nothing.
         """
-        user_id = _caller_id()
+        user_id = await _counted_caller(quota)
         return await _run(tasks.complete(user_id=user_id, task_id=task_id))
 
     @_tool(
@@ -293,7 +397,7 @@ def _register_tools(server: MCPServer[Any], tasks: TaskRepository) -> None:
 
         Give at least one of title and description. Returns the updated task.
         """
-        user_id = _caller_id()
+        user_id = await _counted_caller(quota)
         return await _run(
             tasks.update(user_id=user_id, task_id=task_id, title=title, description=description)
         )
@@ -307,7 +411,7 @@ def _register_tools(server: MCPServer[Any], tasks: TaskRepository) -> None:
     )
     async def delete_task(task_id: TaskId) -> DeletedTask:
         """Permanently delete one of the user's tasks and return it as it was."""
-        user_id = _caller_id()
+        user_id = await _counted_caller(quota)
         return DeletedTask(
             deleted=True, task=await _run(tasks.delete(user_id=user_id, task_id=task_id))
         )

@@ -47,8 +47,9 @@ async def stored_tasks(engine: AsyncEngine, user_id: str) -> list[dict[str, obje
     async with engine.connect() as conn:
         result = await conn.execute(
             text(
-                "select id, user_id, title, description, completed from todo_tasks "
-                "where user_id = :user_id order by id"
+                # `number` is the id the user sees (numbered per user).
+                "select number as id, user_id, title, description, completed from todo_tasks "
+                "where user_id = :user_id order by number"
             ),
             {"user_id": user_id},
         )

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import uvicorn
@@ -51,14 +52,18 @@ class LiveServer:
         return list(self.server.server_state.connections)
 
 
-def todo_app(*, database_url: str, verifier: TokenVerifier, port: int) -> FastAPI:
-    """A FastAPI app wired like the main one: TODO MCP at exactly /mcp next to other routes."""
+def todo_app(*, database_url: str, verifier: TokenVerifier, port: int, **options: Any) -> FastAPI:
+    """A FastAPI app wired like the main one: TODO MCP at exactly /mcp next to other routes.
+
+    `options` go to `build_todo_mcp` (limits, idle timeout).
+    """
     engine = create_engine(database_url)
     todo = build_todo_mcp(
         verifier=verifier,
         sessions=session_factory(engine),
         public_url_hosts=[PUBLIC_HOST],
         port=port,
+        **options,
     )
 
     @asynccontextmanager
@@ -80,13 +85,15 @@ def todo_app(*, database_url: str, verifier: TokenVerifier, port: int) -> FastAP
 
 
 @contextmanager
-def serve_todo(*, database_url: str, verifier: TokenVerifier) -> Iterator[LiveServer]:
+def serve_todo(
+    *, database_url: str, verifier: TokenVerifier, **options: Any
+) -> Iterator[LiveServer]:
     """Run `todo_app` with uvicorn on a free loopback port until the block ends."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    app = todo_app(database_url=database_url, verifier=verifier, port=port)
+    app = todo_app(database_url=database_url, verifier=verifier, port=port, **options)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
