@@ -115,6 +115,37 @@ async def test_database_outage_gives_503_and_recovers_by_itself(
     assert texts[0] == "before the outage" and texts[-1] == "after the outage"
 
 
+async def test_an_outage_during_streams_does_not_lock_the_user_out(
+    db_server: ServerProcess,
+    own_cluster: PostgresCluster,
+    fake: FakeLLM,
+    make_client: ClientFactory,
+) -> None:
+    """Three answers stream, the database goes away for 15 s: the user can go on soon after."""
+    fake.reset()
+    fake.responder = lambda request: Reply.text(f"answer to {request.last_user_text}")
+    user_id = f"user-{uuid.uuid4().hex}"
+    client = make_client(db_server.base_url, user_id)
+    fake.enqueue(*(Reply.text("y" * 200, chunk_size=1, delay_between=0.1) for _ in range(3)))
+    streams = [asyncio.create_task(client.send(f"long {n}")) for n in range(3)]
+    await fake.wait_for_requests(3, timeout=30)
+    own_cluster.stop()
+    try:
+        await asyncio.sleep(15)  # the answers end (failing to save) while releases cannot run
+    finally:
+        own_cluster.start()
+    await asyncio.gather(*streams, return_exceptions=True)
+    back = asyncio.get_running_loop().time()
+    while True:
+        result = await client.send("after the outage")
+        if result.status == 200:
+            break
+        assert result.status in (429, 503), result.raw
+        assert asyncio.get_running_loop().time() - back < 60, "the user is still locked out"
+        await asyncio.sleep(1)
+    assert result.assistant_text() == "answer to after the outage"
+
+
 async def stream_until_deltas(
     base_url: str, token: str, count: int
 ) -> tuple[str, asyncio.Task[list[str]]]:
