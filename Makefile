@@ -38,8 +38,9 @@ format: install
 token: install
 	@$(BIN)/python -m app.auth.token "$(USER)"
 
+# BASELINE=<git ref>: run that commit beside the working tree, interleaved; ROUNDS=<n> for more.
 bench: install
-	$(BIN)/python -m tests.bench.turn_overhead
+	$(BIN)/python -m tests.bench.turn_overhead $(if $(BASELINE),--baseline $(BASELINE)) $(if $(ROUNDS),--rounds $(ROUNDS)) $(BENCH_ARGS)
 
 load: install
 	$(BIN)/python -m tests.load.load_test

@@ -1,0 +1,69 @@
+"""`python -m app` with a counter of outbound HTTP requests, for `make bench`.
+
+Run as a script, with the tree to measure first on PYTHONPATH (so it works for any commit):
+
+    PYTHONPATH=<tree> python tests/bench/server_probe.py <counts-file>
+
+Every request sent through an httpx2 client is counted by kind: MCP requests (to a path ending
+in /mcp) by JSON-RPC method, model requests by path. On SIGUSR1 the counts are written to
+<counts-file> as JSON with a sequence number, so the bench can read them at a point it chooses.
+Counting happens where the server sends, so an in-process (ASGI) MCP server counts the same as
+one across the network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections import Counter
+from typing import Any
+
+import httpx2
+
+_counts: Counter[str] = Counter()
+_dumps = 0
+_original_send = httpx2.AsyncClient.send
+
+
+def _kind(request: httpx2.Request) -> str:
+    path = request.url.path
+    if path.endswith("/mcp"):
+        try:
+            payload = json.loads(request.content)
+        except Exception:  # a streamed or empty body (GET / DELETE)
+            return f"mcp {request.method}"
+        method = payload.get("method") if isinstance(payload, dict) else None
+        return f"mcp {method or 'response'}"
+    if path.endswith(("/responses", "/chat/completions")):
+        return "model " + path.rsplit("/v1/", 1)[-1]
+    return "other"
+
+
+async def _counted_send(self: httpx2.AsyncClient, request: httpx2.Request, **kwargs: Any) -> Any:
+    _counts[_kind(request)] += 1
+    return await _original_send(self, request, **kwargs)
+
+
+def _dump(path: str) -> None:
+    global _dumps
+    _dumps += 1
+    temporary = f"{path}.tmp"
+    with open(temporary, "w") as out:
+        json.dump({"seq": _dumps, "counts": dict(_counts)}, out)
+    os.replace(temporary, path)
+
+
+def main() -> int:
+    counts_file = sys.argv[1]
+    httpx2.AsyncClient.send = _counted_send  # type: ignore[method-assign]
+    signal.signal(signal.SIGUSR1, lambda _signum, _frame: _dump(counts_file))
+    sys.argv = ["app"]
+    from app.__main__ import main as app_main
+
+    return app_main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
