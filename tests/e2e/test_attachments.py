@@ -486,6 +486,13 @@ async def test_size_limits(
         headers=_auth(client),
     )
     assert no_file.status_code == 400 and "`file`" in no_file.json()["message"]
+    for content_type in ("multipart/form-data", "application/octet-stream"):
+        malformed = await client.http.post(
+            "/api/chatkit/upload",
+            content=b"abc",
+            headers={**_auth(client), "Content-Type": content_type},
+        )
+        assert malformed.status_code == 400 and malformed.json()["type"] == "bad_request"
 
 
 async def test_too_many_attachments_in_one_message(
