@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-ALLOWED_METHODS = "GET, POST, OPTIONS"
+ALLOWED_METHODS = "GET, POST, PUT, OPTIONS"
 EXPOSED_HEADERS = "X-Request-ID, Retry-After"
 PREFLIGHT_MAX_AGE_SECONDS = 600
 # A response that depends on these request headers must not be cached across origins.
