@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 USER ?= demo
 
-.PHONY: install run test lint format token bench load lock clean
+.PHONY: install run test test-fast lint format token bench load lock clean
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ run: install
 test: install
 	@scripts/ensure-test-deps.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Unit tests only: no database, no server processes, no browser.
+test-fast: install
+	$(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check app tests
