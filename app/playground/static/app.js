@@ -26,6 +26,7 @@ const state = {
 const transcript = new Transcript($("transcript"), {
   onFeedback: (itemId, kind) => feedback(itemId, kind),
   onRetry: (itemId) => guard(() => retry(itemId)),
+  onWidgetAction: (itemId, action) => guard(() => widgetAction(itemId, action)),
 });
 
 /** Run an async handler; whatever it throws is shown instead of becoming a console error. */
@@ -491,6 +492,16 @@ async function retry(itemId) {
   await runStream("threads.retry_after_item", {
     thread_id: state.threadId,
     item_id: userMessageId,
+  });
+}
+
+/** A widget button's server action: the server streams the updated widget item back. */
+async function widgetAction(itemId, action) {
+  if (state.controller || !state.threadId) return;
+  await runStream("threads.custom_action", {
+    thread_id: state.threadId,
+    item_id: itemId,
+    action: { type: action.type, payload: action.payload },
   });
 }
 

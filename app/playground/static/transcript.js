@@ -1,6 +1,7 @@
 // The conversation on screen: ChatKit thread items as list entries, updated by stream events.
 
 import { renderMarkdown } from "./markdown.js";
+import { renderWidget } from "./widgets.js";
 
 const HIDDEN_TYPES = new Set(["end_of_turn", "hidden_context_item", "sdk_hidden_context"]);
 const NEAR_BOTTOM_PX = 80;
@@ -34,6 +35,36 @@ function taskNode(task) {
   return node;
 }
 
+/** Whether a preview URL is safe to load as an image: https, http or an image data URL. */
+export function safeImageUrl(url) {
+  if (typeof url !== "string") return false;
+  if (url.startsWith("data:")) return /^data:image\/(png|jpeg|webp|gif);base64,/.test(url);
+  try {
+    const parsed = new URL(url);
+    return parsed.protocol === "https:" || parsed.protocol === "http:";
+  } catch {
+    return false;
+  }
+}
+
+/** A message's attachments: image previews, and file names for the rest. */
+export function attachmentList(attachments) {
+  const list = element("ul", "attachments");
+  for (const attachment of attachments) {
+    const entry = element("li", `attachment attachment-${attachment.type === "image" ? "image" : "file"}`);
+    entry.dataset.attachmentId = attachment.id || "";
+    if (attachment.type === "image" && safeImageUrl(attachment.preview_url)) {
+      const image = document.createElement("img");
+      image.src = attachment.preview_url;
+      image.alt = attachment.name || "image";
+      entry.append(image);
+    }
+    entry.append(element("span", "attachment-name", attachment.name || "file"));
+    list.append(entry);
+  }
+  return list;
+}
+
 function workflowTitle(workflow, done) {
   if (workflow.summary?.title) return workflow.summary.title;
   if (workflow.summary?.duration !== undefined) return `Worked for ${workflow.summary.duration}s`;
@@ -45,7 +76,8 @@ export class Transcript {
   /**
    * @param {HTMLOListElement} list
    * @param {{onFeedback: (id: string, kind: string) => Promise<boolean>,
-   *          onRetry: (id: string | null) => void}} actions
+   *          onRetry: (id: string | null) => void,
+   *          onWidgetAction: (id: string, action: {type: string, payload: object}) => void}} actions
    */
   constructor(list, actions) {
     this.list = list;
@@ -211,9 +243,22 @@ export class Transcript {
     const { item, node } = entry;
     node.classList.toggle("streaming", !entry.done);
     switch (item.type) {
-      case "user_message":
-        node.replaceChildren(element("div", "bubble", userText(item)));
+      case "user_message": {
+        const bubble = element("div", "bubble", userText(item));
+        node.replaceChildren(bubble);
+        if (item.attachments?.length) node.append(attachmentList(item.attachments));
         break;
+      }
+      case "widget": {
+        const onAction = (action) => this.actions.onWidgetAction(item.id, action);
+        const widget = element("div", "widget");
+        widget.append(renderWidget(item.widget || {}, { onAction }));
+        node.replaceChildren(widget);
+        for (const button of widget.querySelectorAll("button[data-action]")) {
+          button.disabled = this.busy;
+        }
+        break;
+      }
       case "assistant_message": {
         const bubble = element("div", "bubble markdown");
         bubble.append(renderMarkdown(assistantText(item)));
