@@ -97,8 +97,12 @@ def configure_logging(*, level: str, json_lines: bool) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     # Third-party loggers that would print request bodies or headers at debug level.
-    for noisy in ("httpx2", "httpcore2", "openai", "mcp", "openai.agents"):
+    for noisy in ("openai", "mcp", "openai.agents"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLevelName(level)))
+    # httpx2 logs a line per outbound request at INFO (every model and MCP call): a cost per
+    # turn that says nothing the turn's own log lines do not.
+    for chatty in ("httpx2", "httpcore2"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     logging.getLogger("alembic").setLevel(logging.WARNING)
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(existing, _AccessLinkFilter) for existing in access.filters):

@@ -65,7 +65,8 @@ class Settings(BaseSettings):
     openai_timeout: float = Field(default=60.0, gt=0)
     openai_max_retries: int = Field(default=2, ge=0, le=10)
     agents_tracing: bool = False
-    thread_titles: Literal["model", "first_words", "off"] = "model"
+    # first_words: no model request for a title; model: one, after the first answer streamed.
+    thread_titles: Literal["model", "first_words", "off"] = "first_words"
     # Models users may pick in the composer (inference_options.model); default: OPENAI_MODEL.
     openai_models: Annotated[list[str], NoDecode] = []
     # Dictation (input.transcribe) with the OpenAI provider; empty turns it off.

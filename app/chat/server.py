@@ -141,8 +141,6 @@ class ChatServer(ChatKitServer[RequestContext]):
         hooks = ToolProgressHooks()
         mcp_server: MCPServer | None = None
         result: RunResultStreaming | None = None
-        # The title is worked out alongside the answer, so it never delays the first token.
-        title_task = self._start_title(thread, input_user_message)
         try:
             history = await self._history(thread, context)
             mcp_server = await self._connect_mcp(context)
@@ -162,9 +160,10 @@ class ChatServer(ChatKitServer[RequestContext]):
             widget = self._task_widget(thread, hooks, context)
             if widget is not None:
                 yield ThreadItemDoneEvent(item=widget)
-            if title_task is not None:
-                # Setting it is enough: the SDK saves the thread and sends thread.updated.
-                thread.title = await _finished_title(title_task, input_user_message)
+            if self._wants_title(thread, input_user_message):
+                # After the answer, so a model title neither delays its first token nor runs
+                # beside it. Setting it is enough: the SDK saves it and sends thread.updated.
+                thread.title = await self._title_for(input_user_message)
         except Exception as exc:
             logger.warning(
                 "turn.failed",
@@ -182,8 +181,6 @@ class ChatServer(ChatKitServer[RequestContext]):
             # A stop (client disconnect) lands here as cancellation: stop the run so no tool
             # executes after it, and close the MCP connection even while being cancelled.
             with anyio.CancelScope(shield=True):
-                if title_task is not None and not title_task.done():
-                    title_task.cancel()
                 if result is not None and not result.is_complete:
                     result.cancel()
                 if mcp_server is not None:
@@ -262,12 +259,17 @@ class ChatServer(ChatKitServer[RequestContext]):
     ) -> None:
         await self.sql_store.save_feedback(thread_id, item_ids, feedback, context)
 
-    def _start_title(
-        self, thread: ThreadMetadata, message: UserMessageItem | None
-    ) -> asyncio.Task[str] | None:
-        if self._titles is None or thread.title or message is None:
-            return None
-        return asyncio.create_task(self._titles.title_for(message_text(message)))
+    def _wants_title(self, thread: ThreadMetadata, message: UserMessageItem | None) -> bool:
+        return self._titles is not None and not thread.title and message is not None
+
+    async def _title_for(self, message: UserMessageItem | None) -> str:
+        text = message_text(message) if message else ""
+        assert self._titles is not None
+        try:
+            return await asyncio.wait_for(self._titles.title_for(text), TITLE_WAIT_SECONDS)
+        except Exception:
+            logger.info("title.fallback")
+            return first_words_title(text)
 
     async def _history(self, thread: ThreadMetadata, context: RequestContext) -> list[ThreadItem]:
         page = await self.store.load_thread_items(
@@ -341,14 +343,6 @@ class ChatServer(ChatKitServer[RequestContext]):
 
 def message_text(message: UserMessageItem) -> str:
     return " ".join(part.text for part in message.content).strip()
-
-
-async def _finished_title(task: asyncio.Task[str], message: UserMessageItem | None) -> str:
-    try:
-        return await asyncio.wait_for(task, TITLE_WAIT_SECONDS)
-    except Exception:
-        logger.info("title.fallback")
-        return first_words_title(message_text(message) if message else "")
 
 
 async def _close_quietly(server: MCPServer) -> None:

@@ -1,8 +1,9 @@
-"""Thread titles: made after the first turn, saved, pushed as thread.updated, never in the way."""
+"""Thread titles: made after the first answer, saved, pushed as thread.updated, never in the way."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -34,6 +35,7 @@ def model_server(
         "OPENAI_API_KEY": "test-key",
         "OPENAI_MAX_RETRIES": "0",
         "OPENAI_API": request.param,
+        "THREAD_TITLES": "model",
     }
     server = ServerProcess(env=env, log_path=tmp_path_factory.mktemp("titles") / "s.log")
     server.start()
@@ -46,7 +48,7 @@ async def test_model_title_after_first_turn_only(
 ) -> None:
     def responder(request: RecordedRequest) -> Reply:
         if is_title_request(request):
-            # Slower than the answer: the answer's first token must not wait for it.
+            # Slow: it is asked for only once the answer has streamed.
             return Reply.text('"Weekly Groceries Plan."', delay_before=0.5)
         return Reply.text(f"answer: {request.last_user_text}")
 
@@ -63,6 +65,9 @@ async def test_model_title_after_first_turn_only(
     )
     title_requests = [r for r in fake.model_requests() if is_title_request(r)]
     assert len(title_requests) == 1
+    # Never beside the answer: the title was asked for after the answer's request.
+    answer_requests = [r for r in fake.model_requests() if not is_title_request(r)]
+    assert title_requests[0].time > answer_requests[0].time
     assert "plan my groceries" in (title_requests[0].last_user_text or "")
 
     stored = await client.call("threads.get_by_id", {"thread_id": first.thread_id})
@@ -91,3 +96,22 @@ async def test_offline_titles_are_the_first_words(
     result = await make_client(offline_server.base_url).send("add task paint the fence")
     assert result.events[-1].type == "thread.updated"
     assert result.events[-1].thread.title == "add task paint the fence"
+
+
+async def test_the_default_title_needs_no_model_request(
+    server_env: dict[str, str], fake: FakeLLM, make_client: ClientFactory, tmp_path: Path
+) -> None:
+    env = {**server_env, "OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": "test-key"}
+    env.pop("THREAD_TITLES", None)
+    server = ServerProcess(env=env, log_path=tmp_path / "s.log")
+    server.start()
+    try:
+        fake.reset()
+        fake.responder = lambda request: Reply.text("fine")
+        result = await make_client(server.base_url).send("water the plants on the balcony today")
+        assert result.events[-1].type == "thread.updated"
+        assert result.events[-1].thread.title == "water the plants on the balcony…"
+        assert len(fake.model_requests()) == 1
+        assert not any(is_title_request(r) for r in fake.model_requests())
+    finally:
+        server.stop()
