@@ -163,7 +163,10 @@ class ChatServer(ChatKitServer[RequestContext]):
             if self._wants_title(thread, input_user_message):
                 # After the answer, so a model title neither delays its first token nor runs
                 # beside it. Setting it is enough: the SDK saves it and sends thread.updated.
-                thread.title = await self._title_for(input_user_message)
+                title = await self._title_for(input_user_message)
+                # A title the user gave while the answer ran wins over the automatic one.
+                renamed = (await self.store.load_thread(thread.id, context)).title
+                thread.title = renamed or title
         except Exception as exc:
             logger.warning(
                 "turn.failed",
