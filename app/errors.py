@@ -31,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.db_errors import DatabaseFailure, database_failure_message
+from app.log_safety import failure_fields, may_quote_user_data
 
 if TYPE_CHECKING:
     from app.observability.metrics import Metrics, RefusalReason
@@ -195,8 +196,12 @@ def install_error_handlers(app: FastAPI) -> None:
             return await on_app_error(
                 request, DatabaseUnavailableError(outage, retry_after=DB_RETRY_AFTER_SECONDS)
             )
-        # Our own bug: logged with its traceback, answered in the same JSON shape.
-        logger.error("request.unhandled", exc_info=exc)
+        # Our own bug: logged with its traceback (unless its text may quote the user, see
+        # app.log_safety), answered in the same JSON shape.
+        if may_quote_user_data(exc):
+            logger.error("request.unhandled", extra=failure_fields(exc))
+        else:
+            logger.error("request.unhandled", exc_info=exc)
         return JSONResponse(
             error_body(
                 type="internal_error",

@@ -50,6 +50,7 @@ from app.chat.tool_progress import ToolProgressHooks
 from app.chat.turn_stream import TurnStream
 from app.context import RequestContext
 from app.errors import AppError, BadRequestError, FeatureDisabledError, ServiceUnavailableError
+from app.log_safety import failure_fields, may_quote_user_data
 from app.observability.agent_calls import observed_turn
 from app.observability.metrics import Metrics
 from app.store.attachment_blobs import Blob
@@ -168,10 +169,12 @@ class ChatServer(ChatKitServer[RequestContext]):
                 renamed = (await self.store.load_thread(thread.id, context)).title
                 thread.title = renamed or title
         except Exception as exc:
+            # By type, status and SQLSTATE when the text may quote the user (a provider's 400
+            # echoes the input, the driver quotes the row); a traceback only for our own bugs.
             logger.warning(
                 "turn.failed",
-                extra={"thread_id": thread.id, "error": type(exc).__name__},
-                exc_info=not isinstance(exc, McpUnavailableError),
+                extra={"thread_id": thread.id, **failure_fields(exc)},
+                exc_info=not (isinstance(exc, McpUnavailableError) or may_quote_user_data(exc)),
             )
             for event in turn.finish_pending():
                 yield event

@@ -58,6 +58,9 @@ def answer(request: RecordedRequest) -> Reply:
         return Reply.text(f"{REJECT} {text}" if text.startswith("titled") else "A title")
     if request.ends_with_tool_result:
         return Reply.text(f"tool said: {request.tool_result_text}")
+    if text.startswith("model-400"):
+        # Providers' 400s often quote the input they refused.
+        return Reply.error(400, f"Invalid 'input[0].content': {text!r} is not allowed")
     if text.startswith("task-reject"):
         return Reply.tool_call("add_task", {"title": f"{REJECT} {text}"})
     if text.startswith("echo-reject"):
@@ -256,3 +259,11 @@ async def test_task_title_breaking_a_constraint(user: User, logs_server: ServerP
         for part in event.item.content
     )
     assert "could not be saved" in answer_text, answer_text
+
+
+async def test_model_error_quoting_the_user(user: User, logs_server: ServerProcess) -> None:
+    text, tag = private_text()
+    result = await user.send(f"model-400 {text}")
+    assert_log_clean(logs_server, tag, "private plan", user.token)
+    assert "HTTP 400" in assert_error_with_message(result)
+    assert '"turn.failed"' in logs_server.logs()
