@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import struct
 import uuid
+import zlib
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import Request, expect
+from playwright.async_api import Locator, Request, expect
 
 from tests.browser.conftest import PageFactory, StaticSite
 from tests.browser.playground_page import Playground, page_url
@@ -101,3 +104,81 @@ async def test_task_widget_buttons_update_it_in_place_and_it_persists(
     await expect(widget.get_by_role("button", name="Done")).to_have_count(0)
     # No model turn ran for the buttons: still three answers.
     await expect(app.answers()).to_have_count(3)
+
+
+def _png(width: int, height: int) -> bytes:
+    """A real PNG (red pixels), built here so the test needs no fixture file."""
+    raw = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+async def _image_loaded(image: Locator) -> bool:
+    width: int = await image.evaluate("(img) => img.complete ? img.naturalWidth : 0")
+    return width == 4
+
+
+async def test_an_image_is_uploaded_in_two_phases_and_sent_with_the_message(
+    new_page: PageFactory, page_site: StaticSite, offline_api: ServerProcess, artifacts_dir: Path
+) -> None:
+    app = await _playground(new_page, page_site, offline_api, artifacts_dir)
+    await app.sign_in(_name("attach"))
+    posts = _chatkit_posts(app, offline_api)
+    uploads: list[Request] = []
+    app.page.on(
+        "request",
+        lambda request: uploads.append(request) if "/attachments/" in request.url else None,
+    )
+    png = _png(4, 4)
+    await app.page.set_input_files(
+        "#attach-input", files=[{"name": "red-dot.png", "mimeType": "image/png", "buffer": png}]
+    )
+    pending = app.page.locator("#pending-attachments > .attachment")
+    await expect(pending).to_have_count(1)
+    await expect(pending.locator(".attachment-name")).to_have_text("red-dot.png")
+    preview = pending.locator("img")
+    await expect(preview).to_have_attribute("src", re.compile(r"^data:image/png;base64,"))
+    await expect(preview).to_have_attribute("alt", "red-dot.png")
+    assert await _image_loaded(preview)
+    attachment_id = await pending.get_attribute("data-attachment-id")
+    assert attachment_id
+
+    # Phase one asked for it by name, size and type; phase two sent the bytes with the token.
+    [create] = [body for body in posts if body["type"] == "attachments.create"]
+    assert create["params"] == {"name": "red-dot.png", "size": len(png), "mime_type": "image/png"}
+    [upload] = uploads
+    assert upload.method == "POST"
+    assert upload.url == f"{offline_api.base_url}/api/chatkit/attachments/{attachment_id}/upload"
+    headers = await upload.all_headers()
+    assert headers["authorization"].startswith("Bearer ")
+    assert headers["content-type"].startswith("multipart/form-data")
+    # The preview the server made is these very bytes (Playwright does not expose form bodies).
+    src = await preview.get_attribute("src")
+    assert src is not None and base64.b64decode(src.partition(",")[2]) == png
+
+    await app.send("what is in this picture?")
+    await expect(pending).to_have_count(0)
+    [sent] = [body for body in posts if body["type"] == "threads.create"]
+    assert sent["params"]["input"]["attachments"] == [attachment_id]
+    await expect(app.answers().last).to_contain_text('"red-dot.png"')
+    shown = app.questions().last.locator(".attachment img")
+    await expect(shown).to_have_attribute("alt", "red-dot.png")
+    assert await _image_loaded(shown)
+    await app.shot("image-attachment")
+
+    # After a reload, items.list brings the message back with its image.
+    await app.reload()
+    shown = app.questions().last.locator(".attachment img")
+    await expect(shown).to_have_attribute("src", re.compile(r"^data:image/png;base64,"))
+    assert await _image_loaded(shown)
+    await expect(app.answers().last).to_contain_text('"red-dot.png"')

@@ -80,14 +80,56 @@ export class ChatKitApi {
 
   async post(type, params, signal) {
     const body = JSON.stringify({ type, params });
-    const send = (token) =>
-      fetch(this.url, { method: "POST", headers: this.headers(token), body, signal });
+    return this.authorized((token) =>
+      fetch(this.url, { method: "POST", headers: this.headers(token), body, signal }),
+    );
+  }
+
+  /** Send with the current token, once more with a fresh one after a 401; throws ApiError. */
+  async authorized(send) {
     let response = await send(await this.auth.token());
     if (response.status === 401 && this.auth.refresh) {
       response = await send(await this.auth.refresh());
     }
     if (!response.ok) throw await ApiError.from(response);
     return response;
+  }
+
+  /**
+   * Phase two of a `two_phase` upload: send `file` as its `upload_descriptor` says (a multipart
+   * `file` field for POST, the raw bytes otherwise). The bearer token goes only to this API's
+   * own origin. Resolves to the attachment the server answers with.
+   */
+  async upload(attachment, file) {
+    const descriptor = attachment.upload_descriptor;
+    if (!descriptor?.url) throw new Error("The server gave no upload address for this file.");
+    const target = new URL(descriptor.url);
+    if (target.protocol !== "http:" && target.protocol !== "https:") {
+      throw new Error("The upload address must be an http(s) URL.");
+    }
+    const method = (descriptor.method || "POST").toUpperCase();
+    const ownOrigin = target.origin === new URL(this.url).origin;
+    const send = (token) => {
+      const headers = { ...(descriptor.headers || {}) };
+      if (ownOrigin) {
+        headers.Authorization = `Bearer ${token}`;
+        headers["chatkit-frame-instance-id"] = FRAME_INSTANCE_ID;
+      }
+      let body = file;
+      if (method === "POST") {
+        body = new FormData();
+        body.append("file", file, file.name);
+      } else if (file.type) {
+        headers["Content-Type"] = file.type;
+      }
+      return fetch(target.href, { method, headers, body });
+    };
+    const response = ownOrigin
+      ? await this.authorized(send)
+      : await send("");
+    if (!response.ok) throw await ApiError.from(response);
+    const text = await response.text();
+    return text ? { ...attachment, ...JSON.parse(text) } : attachment;
   }
 
   /** A non-streaming operation; resolves to its JSON answer. */

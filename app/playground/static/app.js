@@ -1,7 +1,7 @@
 // The playground page: sign-in, the thread list, the composer and the streamed conversation.
 
 import { ApiError, ChatKitApi, apiBaseFrom, fetchConfig, mintDevToken } from "./api.js";
-import { Transcript } from "./transcript.js";
+import { Transcript, attachmentList } from "./transcript.js";
 
 const THREAD_PAGE_SIZE = 20;
 const ITEM_PAGE_SIZE = 20;
@@ -21,6 +21,8 @@ const state = {
   itemsAfter: null,
   controller: null,
   streamDone: null,
+  pending: [], // attachments uploaded for the next message
+  uploading: 0,
 };
 
 const transcript = new Transcript($("transcript"), {
@@ -178,6 +180,7 @@ async function signOut(message) {
   Object.assign(state, { session: null, api: null, threadId: null, threadsAfter: null });
   setHash(null);
   transcript.clear();
+  setPending([]);
   $("thread-list").replaceChildren();
   $("thread-list").setAttribute("aria-busy", "true");
   showSignIn(message);
@@ -370,7 +373,7 @@ function newChat() {
 
 function setStreaming(streaming) {
   $("composer").setAttribute("aria-busy", String(streaming));
-  $("send").disabled = streaming;
+  $("send").disabled = streaming || state.uploading > 0;
   $("stop").hidden = !streaming;
   $("stop").disabled = false;
   transcript.setBusy(streaming);
@@ -464,17 +467,73 @@ async function send(event) {
   event.preventDefault();
   const input = $("message-input");
   const text = input.value.trim();
-  if (!text || state.controller) return;
+  if (!text || state.controller || state.uploading) return;
   input.value = "";
+  const attachments = state.pending;
+  setPending([]);
   const message = {
     content: [{ type: "input_text", text }],
-    attachments: [],
+    attachments: attachments.map((attachment) => attachment.id),
     inference_options: {},
   };
   const started = state.threadId
     ? await runStream("threads.add_user_message", { thread_id: state.threadId, input: message })
     : await runStream("threads.create", { input: message });
-  if (!started && !input.value) input.value = text;
+  if (!started) {
+    if (!input.value) input.value = text;
+    if (!state.pending.length) setPending(attachments);
+  }
+}
+
+// ------------------------------------------------------------------ attachments
+
+/** Show the attachments waiting for the next message, each with a remove button. */
+function setPending(attachments) {
+  state.pending = attachments;
+  const list = attachmentList(attachments, $("pending-attachments"));
+  for (const entry of list.children) {
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "attachment-remove";
+    remove.textContent = "Remove";
+    remove.setAttribute("aria-label", `Remove ${entry.querySelector(".attachment-name").textContent}`);
+    const id = entry.dataset.attachmentId;
+    remove.addEventListener("click", () => guard(() => removePending(id)));
+    entry.append(remove);
+  }
+  updateSendState();
+}
+
+function updateSendState() {
+  $("send").disabled = Boolean(state.controller) || state.uploading > 0;
+  $("composer").dataset.uploading = String(state.uploading > 0);
+}
+
+async function removePending(attachmentId) {
+  setPending(state.pending.filter((attachment) => attachment.id !== attachmentId));
+  await state.api.call("attachments.delete", { attachment_id: attachmentId });
+}
+
+/** Two-phase upload: `attachments.create`, then the bytes where its upload_descriptor says. */
+async function attachFile(file) {
+  state.uploading += 1;
+  updateSendState();
+  try {
+    const created = await state.api.call("attachments.create", {
+      name: file.name,
+      size: file.size,
+      mime_type: file.type || "application/octet-stream",
+    });
+    const uploaded = await state.api.upload(created, file);
+    setPending([...state.pending, uploaded]);
+  } finally {
+    state.uploading -= 1;
+    updateSendState();
+  }
+}
+
+async function attachFiles(files) {
+  for (const file of files) await guard(() => attachFile(file));
 }
 
 async function feedback(itemId, kind) {
@@ -529,6 +588,12 @@ function wire() {
     }
   });
   $("stop").addEventListener("click", () => state.controller?.abort());
+  $("attach").addEventListener("click", () => $("attach-input").click());
+  $("attach-input").addEventListener("change", async (event) => {
+    const files = [...event.target.files];
+    event.target.value = "";
+    await attachFiles(files);
+  });
 }
 
 async function main() {

@@ -35,21 +35,23 @@ function taskNode(task) {
   return node;
 }
 
-/** Whether a preview URL is safe to load as an image: https, http or an image data URL. */
+/**
+ * Whether the page may show a preview URL: an image data URL, or a link on the page's own
+ * origin (the page's policy loads images from nowhere else; other links show the name only).
+ */
 export function safeImageUrl(url) {
   if (typeof url !== "string") return false;
   if (url.startsWith("data:")) return /^data:image\/(png|jpeg|webp|gif);base64,/.test(url);
   try {
-    const parsed = new URL(url);
-    return parsed.protocol === "https:" || parsed.protocol === "http:";
+    return new URL(url).origin === location.origin;
   } catch {
     return false;
   }
 }
 
 /** A message's attachments: image previews, and file names for the rest. */
-export function attachmentList(attachments) {
-  const list = element("ul", "attachments");
+export function attachmentList(attachments, list = element("ul", "attachments")) {
+  list.replaceChildren();
   for (const attachment of attachments) {
     const entry = element("li", `attachment attachment-${attachment.type === "image" ? "image" : "file"}`);
     entry.dataset.attachmentId = attachment.id || "";
