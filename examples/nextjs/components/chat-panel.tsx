@@ -12,6 +12,13 @@ import {
   betterAuthTokenFetcher,
   createChatKitFetch,
 } from "@/lib/chatkit-fetch";
+import {
+  ATTACHMENT_ACCEPT,
+  ATTACHMENT_MAX_BYTES,
+  createTaskSearch,
+  modelChoices,
+  tasksUrlFor,
+} from "@/lib/composer-options";
 
 // Both are inlined when the app is built (`next build`) or started (`next dev`).
 const API_URL = process.env.NEXT_PUBLIC_CHATKIT_API_URL || "http://127.0.0.1:8001/api/chatkit";
@@ -20,6 +27,8 @@ const DOMAIN_KEY = process.env.NEXT_PUBLIC_CHATKIT_DOMAIN_KEY || "domain_pk_loca
 // The <openai-chatkit> element is defined by this script on OpenAI's CDN (npm has only its
 // types and the React bindings): the page needs internet, the chat server does not.
 const CHATKIT_SCRIPT = "https://cdn.platform.openai.com/deployments/chatkit/chatkit.js";
+// The model picker: a comma list, in step with the server's OPENAI_MODELS (first = default).
+const MODELS = modelChoices(process.env.NEXT_PUBLIC_CHATKIT_MODELS);
 
 /** ChatKit wired to the chat server, with Better Auth tokens as bearer tokens. */
 export function ChatPanel({ userName }: { userName: string }) {
@@ -42,10 +51,34 @@ export function ChatPanel({ userName }: { userName: string }) {
     };
   });
 
+  // @-mentions of the user's tasks: the server's /api/tasks, with the same bearer token.
+  const [searchTasks] = useState(() =>
+    createTaskSearch({ tasksUrl: tasksUrlFor(API_URL), fetch: chatkitFetch }),
+  );
+
   const { control } = useChatKit({
-    api: { url: API_URL, domainKey: DOMAIN_KEY, fetch: chatkitFetch },
+    // two_phase: `attachments.create`, then the bytes go to the returned upload_descriptor
+    // (through `fetch`, so they carry the bearer token too).
+    api: {
+      url: API_URL,
+      domainKey: DOMAIN_KEY,
+      fetch: chatkitFetch,
+      uploadStrategy: { type: "two_phase" },
+    },
     history: { enabled: true, showRename: true, showDelete: true },
     threadItemActions: { feedback: true, retry: true },
+    composer: {
+      attachments: {
+        enabled: true,
+        maxSize: ATTACHMENT_MAX_BYTES,
+        maxCount: 10,
+        accept: ATTACHMENT_ACCEPT,
+      },
+      ...(MODELS.length > 1 ? { models: MODELS } : {}),
+    },
+    entities: { onTagSearch: searchTasks, showComposerMenu: true },
+    // The task widget's Done/Delete buttons are server actions (`handler: "server"`): ChatKit
+    // sends them as `threads.custom_action` itself, so no `widgets.onAction` is needed.
     startScreen: {
       greeting: "What should go on your list?",
       prompts: [

@@ -18,6 +18,7 @@ import {
   createChatKitFetch,
   jwtTimes,
 } from "../lib/chatkit-fetch";
+import { createTaskSearch, modelChoices, tasksUrlFor } from "../lib/composer-options";
 
 function required(name: string): string {
   const value = process.env[name];
@@ -299,5 +300,54 @@ describe("a ChatKit turn", () => {
     const listed = await chatFetch(API_URL, listThreads());
     const ids = ((await listed.json()) as { data: { id: string }[] }).data.map((t) => t.id);
     assert.ok(ids.includes(threadId));
+  });
+});
+
+describe("composer options", () => {
+  test("the model list comes from a comma list, the first being the default", () => {
+    assert.deepEqual(modelChoices(undefined), []);
+    assert.deepEqual(modelChoices(" a-model , b-model,,a-model "), [
+      { id: "a-model", label: "a-model", default: true },
+      { id: "b-model", label: "b-model" },
+    ]);
+  });
+
+  test("the task search sits next to the ChatKit endpoint", () => {
+    assert.equal(tasksUrlFor("http://127.0.0.1:8001/api/chatkit"), "http://127.0.0.1:8001/api/tasks");
+    assert.equal(tasksUrlFor("/api/chatkit?x=1"), "/api/tasks");
+  });
+
+  test("@-mentions find the user's tasks on /api/tasks with the same bearer token", async () => {
+    const { browser, chatFetch } = setup();
+    const title = `call the plumber ${Date.now()}`;
+    const turn = await chatFetch(
+      API_URL,
+      chatkitRequest("threads.create", {
+        input: {
+          content: [{ type: "input_text", text: `add task ${title}` }],
+          attachments: [],
+          inference_options: {},
+        },
+      }),
+    );
+    assert.equal(turn.status, 200);
+    await turn.text();
+
+    const search = createTaskSearch({ tasksUrl: tasksUrlFor(API_URL), fetch: chatFetch });
+    const found = await search("PLUMBER");
+    const mine = found.filter((entity) => entity.title === title);
+    assert.equal(mine.length, 1, JSON.stringify(found));
+    const [entity] = mine;
+    assert.match(entity!.id, /^task:\S+$/);
+    assert.equal(entity!.group, "Tasks");
+    assert.deepEqual(entity!.data, { task_id: entity!.id.slice("task:".length), title });
+    assert.deepEqual(await search("no such task anywhere"), []);
+    const searches = browser.sent.filter((request) => request.url.includes("/api/tasks?"));
+    assert.equal(searches.length, 2);
+    for (const request of searches) {
+      assert.ok(bearerOf(request), "the task search carried no bearer token");
+      assert.equal(new URL(request.url).searchParams.get("limit"), "8");
+      assert.equal(request.status, 200);
+    }
   });
 });
