@@ -112,11 +112,10 @@ async def request_loop(
     bodies: list[dict[str, object]] = [
         {"type": "threads.list", "params": {"limit": 5}},
         {"type": "items.list", "params": {"thread_id": thread_id, "limit": 5}},
+        # Turns start new threads: a thread whose claim could not be released during the outage
+        # answers 409 thread_busy until the claim lapses (one answer per thread at a time).
         {"type": "threads.create", "params": {"input": text_input("hello during restarts")}},
-        {
-            "type": "threads.add_user_message",
-            "params": {"thread_id": thread_id, "input": text_input("still there?")},
-        },
+        {"type": "threads.get_by_id", "params": {"thread_id": thread_id}},
     ]
     async with httpx2.AsyncClient(base_url=base_url, timeout=60) as http:
         n = 0
