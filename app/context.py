@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,29 @@ class TurnEnd:
                 logger.warning("turn.close_failed", extra={"error": type(exc).__name__})
 
 
+class RecentItems:
+    """A turn's newest items of its thread, as last read: the store answers repeat reads of them
+    from here (the SDK reads the last two right after the turn read its history) and forgets
+    them on any write to the thread through the same context."""
+
+    def __init__(self) -> None:
+        self.thread_id: str | None = None
+        self.items: list[Any] = []  # newest first
+        self.complete = False  # no older items than these
+
+    def remember(self, thread_id: str, items: list[Any], *, complete: bool) -> None:
+        self.thread_id, self.items, self.complete = thread_id, list(items), complete
+
+    def newest(self, thread_id: str, limit: int) -> list[Any] | None:
+        """The `limit` newest items, when they are known; None when the store must read."""
+        if self.thread_id != thread_id or (len(self.items) < limit and not self.complete):
+            return None
+        return self.items[:limit]
+
+    def forget(self) -> None:
+        self.thread_id, self.items, self.complete = None, [], False
+
+
 @dataclass(frozen=True, slots=True)
 class RequestContext:
     """Who is calling: the verified user id, their raw bearer token, and a request id."""
@@ -47,6 +71,8 @@ class RequestContext:
     base_url: str | None = None
     # Set by admission for turns: closed when the turn's stream ends.
     turn_end: TurnEnd | None = field(default=None, compare=False, repr=False)
+    # Set by admission for turns: reads of the thread's newest items the store may repeat.
+    recent_items: RecentItems | None = field(default=None, compare=False, repr=False)
     # The token's `name` claim (a display name; cleaned again before any prompt) and the
     # request's Accept-Language header, for the agent's per-request instructions.
     display_name: str | None = field(default=None, repr=False)

@@ -31,7 +31,7 @@ from chatkit.types import (
 from app.chat.composer import ComposerPolicy, composer_policy
 from app.chat.inflight import StreamGate
 from app.chat.preflight import preflight
-from app.context import RequestContext, TurnEnd
+from app.context import RecentItems, RequestContext, TurnEnd
 from app.errors import (
     AuthenticationError,
     RateLimitedError,
@@ -40,7 +40,7 @@ from app.errors import (
 )
 from app.settings import Settings
 from app.store.chatkit_store import SqlStore, new_thread_id
-from app.store.usage import LimitExceeded, ThreadBusy, UsageStore
+from app.store.usage import LimitExceeded, ThreadBusy, TurnClaims, UsageStore
 
 logger = logging.getLogger(__name__)
 
@@ -145,53 +145,41 @@ class Admission:
         else:
             thread_id = request.params.thread_id
         try:
-            thread_lease = await self._usage.claim_thread(
-                thread_id, caller.user_id, lease_seconds=policy.lease_seconds
+            # One statement: the thread, a stream slot, this minute's count (limits of 0 are off).
+            claims = await self._usage.admit_turn(
+                thread_id=thread_id,
+                user_id=caller.user_id,
+                lease_seconds=policy.lease_seconds,
+                stream_limit=policy.concurrent_streams,
+                turns_limit=policy.turns_per_minute,
             )
         except ThreadBusy:
             raise ThreadBusyError(
                 "This thread is still answering; wait for the answer or stop it first."
             ) from None
-        stack.push_async_callback(
-            self._release, self._usage.release_thread, thread_id, thread_lease
-        )
-        stream_lease = None
-        try:
-            if policy.concurrent_streams:
-                stream_lease = await self._usage.acquire_stream(
-                    caller.user_id,
-                    limit=policy.concurrent_streams,
-                    lease_seconds=policy.lease_seconds,
-                )
-                stack.push_async_callback(self._release, self._usage.release_stream, stream_lease)
-            if policy.turns_per_minute:
-                # Counted last: a turn refused for another reason does not use up the quota.
-                await self._usage.count_turn(caller.user_id, limit=policy.turns_per_minute)
         except LimitExceeded as exc:
             logger.info("limit.exceeded", extra={"reason": str(exc)})
             raise RateLimitedError(str(exc), retry_after=exc.retry_after) from None
-        renewer = asyncio.create_task(self._renew(stream_lease, thread_lease))
+        stack.push_async_callback(self._release, self._usage.release_turn, claims)
+        renewer = asyncio.create_task(self._renew(claims))
         stack.push_async_callback(_cancel, renewer)
         # Closed first when the stream ends: nothing of the turn runs once its claims are gone.
         turn_end = TurnEnd()
         stack.push_async_callback(_shielded, turn_end.close)
-        return dataclasses.replace(caller, turn_end=turn_end)
+        # The turn reads its history, then the SDK reads the newest items again: once is enough.
+        return dataclasses.replace(caller, turn_end=turn_end, recent_items=RecentItems())
 
-    async def _renew(self, stream_lease: str | None, thread_lease: str) -> None:
+    async def _renew(self, claims: TurnClaims) -> None:
         """Keep the answer's claims alive while it runs; a crashed process stops renewing."""
         every = self._policy.lease_seconds / 3
         while True:
             await asyncio.sleep(every)
             try:
-                await self._usage.renew(
-                    stream_lease=stream_lease,
-                    thread_lease=thread_lease,
-                    lease_seconds=self._policy.lease_seconds,
-                )
+                await self._usage.renew_turn(claims, lease_seconds=self._policy.lease_seconds)
             except Exception as exc:
                 logger.warning("limit.renew_failed", extra={"error": type(exc).__name__})
 
-    async def _release(self, release: _Release, *args: str) -> None:
+    async def _release(self, release: _Release, *args: TurnClaims) -> None:
         """Give a claim back now, or keep trying in the background until its lease lapses."""
         with anyio.CancelScope(shield=True):
             try:
@@ -203,7 +191,7 @@ class Admission:
         self._retrying.add(task)
         task.add_done_callback(self._retrying.discard)
 
-    async def _release_later(self, release: _Release, *args: str) -> None:
+    async def _release_later(self, release: _Release, *args: TurnClaims) -> None:
         deadline = time.monotonic() + self._policy.lease_seconds
         delay = 0.5
         while time.monotonic() < deadline:

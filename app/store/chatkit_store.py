@@ -34,7 +34,19 @@ from chatkit.types import (
     UserMessageItem,
 )
 from pydantic import TypeAdapter
-from sqlalchemy import ColumnElement, Table, and_, delete, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Executable,
+    Table,
+    and_,
+    delete,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -42,6 +54,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app.context import RequestContext
 from app.db_errors import DatabaseFailure, database_failure_message, sqlstate_of
 from app.errors import FeatureDisabledError
+from app.store.database import autocommit, once_more_if_disconnected
 from app.store.tables import AttachmentRow, FeedbackRow, ItemRow, ThreadRow
 
 logger = logging.getLogger(__name__)
@@ -193,6 +206,9 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
         self, engine: AsyncEngine, *, attachment_view: AttachmentView | None = None
     ) -> None:
         self._engine = engine
+        # Reads and one-statement writes run outside a transaction: no BEGIN/COMMIT (or
+        # ROLLBACK) round trips around them. Work of several statements uses `_engine.begin()`.
+        self._autocommit = autocommit(engine)
         dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
         self._insert = dialect.insert
         self._attachment_view = attachment_view
@@ -217,6 +233,18 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
         except SQLAlchemyError as exc:
             raise _write_failed(operation, exc) from None
 
+    async def _write_one(self, operation: str, statement: Executable) -> CursorResult[Any]:
+        """One write statement on its own (atomic by itself); failures as in `_writing`."""
+
+        async def run() -> CursorResult[Any]:
+            async with self._autocommit.begin() as conn:
+                return await conn.execute(statement)
+
+        try:
+            return await once_more_if_disconnected(run)
+        except SQLAlchemyError as exc:
+            raise _write_failed(operation, exc) from None
+
     # ids ---------------------------------------------------------------------------------
     def generate_thread_id(self, context: RequestContext) -> str:
         return context.new_thread_id or new_thread_id()
@@ -232,7 +260,7 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
     # threads -----------------------------------------------------------------------------
     async def load_thread(self, thread_id: str, context: RequestContext) -> ThreadMetadata:
         _known_ids(thread_id)
-        async with self._engine.connect() as conn:
+        async with self._autocommit.connect() as conn:
             row = (
                 await conn.execute(
                     select(_threads.c.data, _threads.c.created_at).where(
@@ -260,8 +288,7 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
             set_={"data": statement.excluded.data, "updated_at": now},
             where=_threads.c.user_id == statement.excluded.user_id,
         )
-        async with self._writing("save_thread") as conn:
-            result = await conn.execute(statement)
+        result = await self._write_one("save_thread", statement)
         if result.rowcount == 0:  # the id belongs to another user
             raise ThreadGoneError(thread.id)
 
@@ -309,9 +336,14 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
         context: RequestContext,
     ) -> Page[ThreadItem]:
         _known_ids(thread_id)
+        recent = context.recent_items if after is None and order == "desc" else None
+        known = recent.newest(thread_id, clamp_limit(limit)) if recent is not None else None
+        if recent is not None and known is not None:
+            more = len(recent.items) > len(known) or not recent.complete
+            return Page(data=known, has_more=more, after=known[-1].id if more and known else None)
         owned = and_(_items.c.thread_id == thread_id, _items.c.user_id == context.user_id)
         rows, has_more = await self._page_rows(_items, owned, after, limit, order, "Item")
-        return Page(
+        page: Page[ThreadItem] = Page(
             data=[
                 await self._present(_item_from_row(row.data, row.created_at), context)
                 for row in rows
@@ -319,6 +351,9 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
             has_more=has_more,
             after=rows[-1].id if has_more and rows else None,
         )
+        if recent is not None:
+            recent.remember(thread_id, page.data, complete=not has_more)
+        return page
 
     async def _page_rows(
         self,
@@ -333,7 +368,7 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
         _known_ids(after)
         limit = clamp_limit(limit)
         query = select(table.c.id, table.c.data, table.c.created_at).where(owned)
-        async with self._engine.connect() as conn:
+        async with self._autocommit.connect() as conn:
             if after:
                 cursor = (
                     await conn.execute(
@@ -367,24 +402,41 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
             created_at=created_at,
             data=_item_json(item, created_at),
         )
-        # Same id again (client tool output, workflows, retries): replace the JSON, keep its place.
+        values = {
+            "id": item.id,
+            "thread_id": thread_id,
+            "user_id": context.user_id,
+            "type": item.type,
+            "created_at": created_at,
+            "data": _item_json(item, created_at),
+        }
+        # One statement: written only into a thread of the caller's (checked in the same
+        # statement), and the same id again (client tool output, workflows, retries) replaces
+        # the JSON in place.
+        owned_thread = exists().where(
+            _threads.c.id == thread_id, _threads.c.user_id == context.user_id
+        )
+        rows = select(*(literal(value, _items.c[name].type) for name, value in values.items()))
+        statement = self._insert(_items).from_select(list(values), rows.where(owned_thread))
         statement = statement.on_conflict_do_update(
             index_elements=[_items.c.thread_id, _items.c.id],
             set_={"data": statement.excluded.data, "type": statement.excluded.type},
             where=_items.c.user_id == statement.excluded.user_id,
         )
-        async with self._writing("save_item") as conn:
-            try:
-                await self._require_thread(conn, thread_id, context)
-            except NotFoundError:
-                raise ThreadGoneError(thread_id) from None
-            result = await conn.execute(statement)
+        if context.recent_items is not None:
+            context.recent_items.forget()
+        result = await self._write_one("save_item", statement)
         if result.rowcount == 0:
+            async with self._autocommit.connect() as conn:
+                try:
+                    await self._require_thread(conn, thread_id, context)
+                except NotFoundError:
+                    raise ThreadGoneError(thread_id) from None
             raise NotFoundError(f"Item {item.id} not found")
 
     async def load_item(self, thread_id: str, item_id: str, context: RequestContext) -> ThreadItem:
         _known_ids(thread_id, item_id)
-        async with self._engine.connect() as conn:
+        async with self._autocommit.connect() as conn:
             row = (
                 await conn.execute(
                     select(_items.c.data, _items.c.created_at).where(
@@ -402,18 +454,20 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
         self, thread_id: str, item_id: str, context: RequestContext
     ) -> None:
         _known_ids(thread_id, item_id)
-        async with self._writing("delete_item") as conn:
-            await conn.execute(
-                delete(_items).where(
-                    _items.c.thread_id == thread_id,
-                    _items.c.id == item_id,
-                    _items.c.user_id == context.user_id,
-                )
-            )
+        if context.recent_items is not None:
+            context.recent_items.forget()
+        await self._write_one(
+            "delete_item",
+            delete(_items).where(
+                _items.c.thread_id == thread_id,
+                _items.c.id == item_id,
+                _items.c.user_id == context.user_id,
+            ),
+        )
 
     async def count_items(self, thread_id: str, context: RequestContext) -> int:
         """How many items (hidden ones included) the caller's thread holds."""
-        async with self._engine.connect() as conn:
+        async with self._autocommit.connect() as conn:
             count = await conn.scalar(
                 select(func.count()).where(
                     _items.c.thread_id == thread_id, _items.c.user_id == context.user_id
@@ -478,7 +532,7 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
         self, thread_id: str, context: RequestContext
     ) -> dict[str, Literal["positive", "negative"]]:
         """The caller's votes on items of one thread, by item id."""
-        async with self._engine.connect() as conn:
+        async with self._autocommit.connect() as conn:
             rows = (
                 await conn.execute(
                     select(_feedback.c.item_id, _feedback.c.kind).where(
@@ -516,7 +570,7 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
 
     async def load_attachment(self, attachment_id: str, context: RequestContext) -> Attachment:
         _known_ids(attachment_id)
-        async with self._engine.connect() as conn:
+        async with self._autocommit.connect() as conn:
             data = await conn.scalar(
                 select(_attachments.c.data).where(
                     _attachments.c.id == attachment_id,

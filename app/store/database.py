@@ -7,13 +7,15 @@ import logging
 import ssl
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -75,7 +77,9 @@ def create_engine(
         {
             "pool_size": pool_size,
             "max_overflow": max_overflow,
-            "pool_pre_ping": True,
+            # No ping per checkout (two statements each time): a connection the server dropped
+            # fails its first statement, SQLAlchemy then recycles every older connection, and
+            # `once_more_if_disconnected` gives the work one more go on a fresh one.
             "pool_recycle": 1800,
             "pool_timeout": pool_timeout,
         }
@@ -83,8 +87,43 @@ def create_engine(
         else {"poolclass": NullPool}
     )
     return create_async_engine(
-        parsed.url, connect_args=connect_args, hide_parameters=True, **pool_args
+        parsed.url,
+        connect_args=connect_args,
+        hide_parameters=True,
+        execution_options={_POOLER_OPTION: pooler},
+        **pool_args,
     )
+
+
+_POOLER_OPTION = "chatkit_pooler"
+
+
+def autocommit(engine: AsyncEngine) -> AsyncEngine:
+    """`engine` sending single statements without BEGIN/COMMIT around them.
+
+    Not behind a transaction-mode pooler: there a statement outside a transaction is prepared
+    on one server connection and may run on another, so every statement keeps its transaction.
+    """
+    if engine.get_execution_options().get(_POOLER_OPTION) == "transaction":
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+T = TypeVar("T")
+
+
+async def once_more_if_disconnected(work: Callable[[], Awaitable[T]]) -> T:
+    """Run `work`, and once more if it failed on a connection the server had dropped.
+
+    Without a ping per checkout, the first use of a pooled connection after a database restart
+    is what finds it dead (the statement never ran). Work given here must be safe to repeat.
+    """
+    try:
+        return await work()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    return await work()
 
 
 def _unique_statement_name() -> str:

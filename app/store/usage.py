@@ -1,21 +1,38 @@
-"""Per-user usage counters in the database, so every server process sees the same limits."""
+"""Per-user usage counters in the database, so every server process sees the same limits.
+
+A turn takes three things at once: its thread (one answer per thread), one of the user's stream
+slots, and a count in the user's current minute. On Postgres that is one statement (and one
+round trip); a refusal half-way takes one more to give back what was taken.
+
+Stream slots are rows with fixed ids, `slot 1..limit` of the user: a new answer takes the first
+slot that is free or whose lease lapsed. Two processes racing for the same slot cannot both get
+it (the primary key decides); the loser looks again once, and is refused only if every slot is
+really taken. A slot's `started_at` tells this holder from a later one.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Table, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.store.database import autocommit, once_more_if_disconnected
 from app.store.tables import StreamLeaseRow, ThreadTurnRow, UsageWindowRow
 
 _windows: Table = UsageWindowRow.__table__  # type: ignore[attr-defined]
 _leases: Table = StreamLeaseRow.__table__  # type: ignore[attr-defined]
 _turns: Table = ThreadTurnRow.__table__  # type: ignore[attr-defined]
+
+TURNS = "turns"
+WINDOW_SECONDS = 60
 
 
 class ThreadBusy(Exception):
@@ -30,54 +47,317 @@ class LimitExceeded(Exception):
         self.retry_after = retry_after
 
 
+@dataclass(frozen=True, slots=True)
+class TurnClaims:
+    """What one admitted turn holds until it ends: its thread and, with a limit, a stream slot."""
+
+    thread_id: str
+    user_id: str
+    thread_lease: str
+    stream_slot: str | None
+    # Written with the slot: tells this holder from a later one of the same slot.
+    started_at: datetime
+
+
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def slot_prefix(user_id: str) -> str:
+    """The id prefix of a user's stream slots (fits the 64-character id column)."""
+    return "slot:" + hashlib.sha256(user_id.encode()).hexdigest()[:40] + ":"
+
+
+def _too_many_streams(limit: int, first_expiry: datetime | None, now: datetime) -> LimitExceeded:
+    # A slot frees when a stream ends, or at the latest when its lease lapses.
+    wait = (first_expiry - now).total_seconds() if first_expiry else 1.0
+    return LimitExceeded(
+        f"Too many answers in progress: at most {limit} at once.",
+        retry_after=max(1, math.ceil(wait)),
+    )
+
+
+def _too_many_turns(limit: int, window_start: int, now: float) -> LimitExceeded:
+    return LimitExceeded(
+        f"Too many messages: at most {limit} per minute.",
+        retry_after=max(1, math.ceil(window_start + WINDOW_SECONDS - now)),
+    )
+
+
+# The turn's claims as one statement. Each CTE runs only if the one before took its part (a
+# data-modifying CTE sees the rows the previous one returned), so a busy thread takes no slot
+# and a refused stream counts no turn. {slot} and {count} are left out when a limit is off.
+_ADMIT_SQL = """
+WITH claim AS (
+    INSERT INTO thread_turns (thread_id, user_id, lease_id, expires_at)
+    VALUES (:thread_id, :user_id, :thread_lease, :expires_at)
+    ON CONFLICT (thread_id) DO UPDATE
+        SET user_id = EXCLUDED.user_id,
+            lease_id = EXCLUDED.lease_id,
+            expires_at = EXCLUDED.expires_at
+        -- only a claim whose holder stopped renewing it (a crashed process), or our own
+        WHERE thread_turns.expires_at < :now OR thread_turns.lease_id = :thread_lease
+    RETURNING lease_id
+){slot}{count}
+SELECT (SELECT lease_id FROM claim) AS thread_lease, {slot_result} AS slot, {count_result} AS turns
+"""
+_SLOT_SQL = """, slot AS (
+    INSERT INTO stream_leases (id, user_id, started_at, expires_at)
+    SELECT CAST(:slot_prefix AS VARCHAR) || CAST(n AS VARCHAR), :user_id, :now, :expires_at
+    FROM generate_series(1, CAST(:stream_limit AS INTEGER)) AS n
+    WHERE EXISTS (SELECT 1 FROM claim)
+      AND NOT EXISTS (
+        SELECT 1 FROM stream_leases AS held
+        WHERE held.id = CAST(:slot_prefix AS VARCHAR) || CAST(n AS VARCHAR)
+          AND held.expires_at >= :now
+      )
+    ORDER BY n
+    LIMIT 1
+    ON CONFLICT (id) DO UPDATE
+        SET user_id = EXCLUDED.user_id,
+            started_at = EXCLUDED.started_at,
+            expires_at = EXCLUDED.expires_at
+        WHERE stream_leases.expires_at < :now
+    RETURNING id
+)"""
+_COUNT_SQL = """, counted AS (
+    INSERT INTO usage_windows (user_id, kind, window_start, count)
+    SELECT :user_id, 'turns', :window_start, 1
+    WHERE EXISTS (SELECT 1 FROM {after})
+    ON CONFLICT (user_id, kind, window_start) DO UPDATE SET count = usage_windows.count + 1
+    RETURNING count
+), forgotten AS (
+    -- the first turn of a window forgets the user's older windows
+    DELETE FROM usage_windows
+    WHERE user_id = :user_id AND kind = 'turns' AND window_start < :window_start
+      AND EXISTS (SELECT 1 FROM counted WHERE count = 1)
+)"""
+_RELEASE_SQL = """
+WITH slot AS (
+    DELETE FROM stream_leases WHERE id = :stream_slot AND started_at = :started_at
+)
+DELETE FROM thread_turns WHERE thread_id = :thread_id AND lease_id = :thread_lease
+"""
+_RENEW_SQL = """
+WITH slot AS (
+    UPDATE stream_leases SET expires_at = :expires_at
+    WHERE id = :stream_slot AND started_at = :started_at
+)
+UPDATE thread_turns SET expires_at = :expires_at
+WHERE thread_id = :thread_id AND lease_id = :thread_lease
+"""
+_ACTIVE_SLOTS_SQL = """
+SELECT count(*) AS active, min(expires_at) AS first_expiry FROM stream_leases
+WHERE user_id = :user_id AND expires_at >= :now
+"""
+
+
+def _admit_sql(*, stream_limit: int, turns_limit: int) -> str:
+    count = _COUNT_SQL.format(after="slot" if stream_limit else "claim") if turns_limit else ""
+    return _ADMIT_SQL.format(
+        slot=_SLOT_SQL if stream_limit else "",
+        count=count,
+        slot_result="(SELECT id FROM slot)" if stream_limit else "NULL",
+        count_result="(SELECT count FROM counted)" if turns_limit else "NULL",
+    )
+
+
 class UsageStore:
-    """Fixed-window turn counters and expiring stream leases, one short transaction each."""
+    """Turn claims, stream slots and per-minute counters: one statement per step on Postgres."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
         self._insert = (postgresql if self._postgres else sqlite).insert
+        # Single statements need no BEGIN/COMMIT around them.
+        self._autocommit = autocommit(engine)
 
-    async def count_turn(self, user_id: str, *, limit: int, window_seconds: int = 60) -> None:
-        """Count one turn; raise LimitExceeded when this window already holds `limit` turns."""
-        now = time.time()
-        window_start = int(now // window_seconds) * window_seconds
-        statement = self._insert(_windows).values(
-            user_id=user_id, kind="turns", window_start=window_start, count=1
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=[_windows.c.user_id, _windows.c.kind, _windows.c.window_start],
-            set_={"count": _windows.c.count + 1},
-        ).returning(_windows.c.count)
-        async with self._engine.begin() as conn:
-            count = int((await conn.execute(statement)).scalar_one())
-            if count == 1:  # first turn of a window: forget the user's old windows
-                await conn.execute(
-                    delete(_windows).where(
-                        _windows.c.user_id == user_id, _windows.c.window_start < window_start
-                    )
+    async def admit_turn(
+        self,
+        *,
+        thread_id: str,
+        user_id: str,
+        lease_seconds: int,
+        stream_limit: int,
+        turns_limit: int,
+    ) -> TurnClaims:
+        """Claim the thread, take a stream slot, count the turn: all or nothing.
+
+        Raises ThreadBusy while another answer holds the thread, LimitExceeded when the user's
+        streams or this minute's turns are used up (a turn refused for its thread or its streams
+        is not counted). Limits of 0 are off.
+        """
+        if not self._postgres:
+            return await self._admit_in_steps(
+                thread_id, user_id, lease_seconds, stream_limit, turns_limit
+            )
+        for attempt in (1, 2):
+            claims, counted = await once_more_if_disconnected(
+                lambda: self._admit_once(
+                    thread_id, user_id, lease_seconds, stream_limit, turns_limit
                 )
-        if count > limit:
-            retry_after = math.ceil(window_start + window_seconds - now)
-            raise LimitExceeded(
-                f"Too many messages: at most {limit} per minute.", retry_after=retry_after
+            )
+            if claims is None:
+                raise ThreadBusy(thread_id)
+            if stream_limit and claims.stream_slot is None:
+                # Every slot looked taken: give the thread back; a race lost to another
+                # process for the same free slot is worth one more look.
+                active, first_expiry = await self._give_back(claims)
+                if active < stream_limit and attempt == 1:
+                    continue
+                raise _too_many_streams(stream_limit, first_expiry, _now())
+            if turns_limit and counted is not None and counted > turns_limit:
+                await self.release_turn(claims)
+                now = time.time()
+                raise _too_many_turns(turns_limit, _window_start(now), now)
+            return claims
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _admit_once(
+        self,
+        thread_id: str,
+        user_id: str,
+        lease_seconds: int,
+        stream_limit: int,
+        turns_limit: int,
+    ) -> tuple[TurnClaims | None, int | None]:
+        now = _now()
+        thread_lease = uuid.uuid4().hex
+        parameters: dict[str, Any] = {
+            "thread_id": thread_id,
+            "user_id": user_id,
+            "thread_lease": thread_lease,
+            "now": now,
+            "expires_at": now + timedelta(seconds=lease_seconds),
+        }
+        if stream_limit:
+            parameters["slot_prefix"] = slot_prefix(user_id)
+            parameters["stream_limit"] = stream_limit
+        if turns_limit:
+            parameters["window_start"] = _window_start(time.time())
+        statement = text(_admit_sql(stream_limit=stream_limit, turns_limit=turns_limit))
+        async with self._autocommit.begin() as conn:
+            row = (await conn.execute(statement, parameters)).one()
+        if row.thread_lease != thread_lease:
+            return None, None
+        claims = TurnClaims(thread_id, user_id, thread_lease, row.slot, now)
+        return claims, row.turns
+
+    async def _give_back(self, claims: TurnClaims) -> tuple[int, datetime | None]:
+        """Release the thread of a turn refused for its streams; the user's active slots."""
+        now = _now()
+        async with self._autocommit.begin() as conn:
+            await self._release(conn, claims)
+            row = (
+                await conn.execute(text(_ACTIVE_SLOTS_SQL), {"user_id": claims.user_id, "now": now})
+            ).one()
+        return int(row.active or 0), row.first_expiry
+
+    async def release_turn(self, claims: TurnClaims) -> None:
+        """Give the thread and the stream slot back (one statement)."""
+
+        async def release() -> None:
+            async with self._autocommit.begin() as conn:
+                await self._release(conn, claims)
+
+        await once_more_if_disconnected(release)
+
+    async def _release(self, conn: AsyncConnection, claims: TurnClaims) -> None:
+        if self._postgres:
+            await conn.execute(
+                text(_RELEASE_SQL),
+                {
+                    "stream_slot": claims.stream_slot,
+                    "started_at": claims.started_at,
+                    "thread_id": claims.thread_id,
+                    "thread_lease": claims.thread_lease,
+                },
+            )
+            return
+        if claims.stream_slot is not None:
+            await conn.execute(delete(_leases).where(_leases.c.id == claims.stream_slot))
+        await conn.execute(
+            delete(_turns).where(
+                _turns.c.thread_id == claims.thread_id,
+                _turns.c.lease_id == claims.thread_lease,
+            )
+        )
+
+    async def renew_turn(self, claims: TurnClaims, *, lease_seconds: int) -> None:
+        """Push back the expiry of a running answer's thread claim and stream slot."""
+        expires_at = _now() + timedelta(seconds=lease_seconds)
+        async with self._autocommit.begin() as conn:
+            if self._postgres:
+                await conn.execute(
+                    text(_RENEW_SQL),
+                    {
+                        "expires_at": expires_at,
+                        "stream_slot": claims.stream_slot,
+                        "started_at": claims.started_at,
+                        "thread_id": claims.thread_id,
+                        "thread_lease": claims.thread_lease,
+                    },
+                )
+                return
+            if claims.stream_slot is not None:
+                await conn.execute(
+                    update(_leases)
+                    .where(_leases.c.id == claims.stream_slot)
+                    .values(expires_at=expires_at)
+                )
+            await conn.execute(
+                update(_turns)
+                .where(_turns.c.lease_id == claims.thread_lease)
+                .values(expires_at=expires_at)
             )
 
-    async def acquire_stream(self, user_id: str, *, limit: int, lease_seconds: int) -> str:
-        """Take one of the user's `limit` stream slots; returns the lease id to release."""
+    # SQLite: one writer at a time anyway; the same semantics in a few short transactions.
+
+    async def _admit_in_steps(
+        self,
+        thread_id: str,
+        user_id: str,
+        lease_seconds: int,
+        stream_limit: int,
+        turns_limit: int,
+    ) -> TurnClaims:
         now = _now()
-        lease_id = uuid.uuid4().hex
+        expires_at = now + timedelta(seconds=lease_seconds)
+        thread_lease = uuid.uuid4().hex
+        claim = self._insert(_turns).values(
+            thread_id=thread_id, user_id=user_id, lease_id=thread_lease, expires_at=expires_at
+        )
+        claim = claim.on_conflict_do_update(
+            index_elements=[_turns.c.thread_id],
+            set_={
+                "user_id": claim.excluded.user_id,
+                "lease_id": claim.excluded.lease_id,
+                "expires_at": claim.excluded.expires_at,
+            },
+            where=_turns.c.expires_at < now,
+        ).returning(_turns.c.lease_id)
         async with self._engine.begin() as conn:
-            if self._postgres:
-                # Serialise the count-then-insert of one user across processes.
-                await conn.execute(
-                    text("SELECT pg_advisory_xact_lock(hashtext(:user_id))"), {"user_id": user_id}
-                )
-            # On SQLite this first write takes the database's write lock: same effect.
+            holder = (await conn.execute(claim)).scalar_one_or_none()
+        if holder != thread_lease:
+            raise ThreadBusy(thread_id)
+        claims = TurnClaims(thread_id, user_id, thread_lease, None, now)
+        try:
+            if stream_limit:
+                slot = uuid.uuid4().hex
+                await self._take_stream_in_steps(user_id, slot, stream_limit, now, expires_at)
+                claims = TurnClaims(thread_id, user_id, thread_lease, slot, now)
+            if turns_limit:
+                await self._count_turn_in_steps(user_id, turns_limit)
+        except LimitExceeded:
+            await self.release_turn(claims)
+            raise
+        return claims
+
+    async def _take_stream_in_steps(
+        self, user_id: str, slot: str, limit: int, now: datetime, expires_at: datetime
+    ) -> None:
+        async with self._engine.begin() as conn:
+            # The first write takes SQLite's write lock: the count-then-insert is serialised.
             await conn.execute(
                 delete(_leases).where(_leases.c.user_id == user_id, _leases.c.expires_at < now)
             )
@@ -89,73 +369,36 @@ class UsageStore:
                 )
             ).one()
             if int(active or 0) >= limit:
-                # A slot frees when a stream ends, or at the latest when its lease lapses.
-                wait = (first_expiry - now).total_seconds() if first_expiry else 1.0
-                raise LimitExceeded(
-                    f"Too many answers in progress: at most {limit} at once.",
-                    retry_after=max(1, math.ceil(wait)),
-                )
+                raise _too_many_streams(limit, first_expiry, now)
             await conn.execute(
                 _leases.insert().values(
-                    id=lease_id,
-                    user_id=user_id,
-                    started_at=now,
-                    expires_at=now + timedelta(seconds=lease_seconds),
+                    id=slot, user_id=user_id, started_at=now, expires_at=expires_at
                 )
             )
-        return lease_id
 
-    async def release_stream(self, lease_id: str) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(delete(_leases).where(_leases.c.id == lease_id))
-
-    async def claim_thread(self, thread_id: str, user_id: str, *, lease_seconds: int) -> str:
-        """Mark the thread as answering; raise ThreadBusy while another answer holds it."""
-        now = _now()
-        lease_id = uuid.uuid4().hex
-        statement = self._insert(_turns).values(
-            thread_id=thread_id,
-            user_id=user_id,
-            lease_id=lease_id,
-            expires_at=now + timedelta(seconds=lease_seconds),
+    async def _count_turn_in_steps(self, user_id: str, limit: int) -> None:
+        now = time.time()
+        window_start = _window_start(now)
+        statement = self._insert(_windows).values(
+            user_id=user_id, kind=TURNS, window_start=window_start, count=1
         )
-        # Take over only a claim whose holder stopped renewing it (a crashed process).
         statement = statement.on_conflict_do_update(
-            index_elements=[_turns.c.thread_id],
-            set_={
-                "user_id": statement.excluded.user_id,
-                "lease_id": statement.excluded.lease_id,
-                "expires_at": statement.excluded.expires_at,
-            },
-            where=_turns.c.expires_at < now,
-        ).returning(_turns.c.lease_id)
+            index_elements=[_windows.c.user_id, _windows.c.kind, _windows.c.window_start],
+            set_={"count": _windows.c.count + 1},
+        ).returning(_windows.c.count)
         async with self._engine.begin() as conn:
-            holder = (await conn.execute(statement)).scalar_one_or_none()
-        if holder != lease_id:
-            raise ThreadBusy(thread_id)
-        return lease_id
-
-    async def release_thread(self, thread_id: str, lease_id: str) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                delete(_turns).where(_turns.c.thread_id == thread_id, _turns.c.lease_id == lease_id)
-            )
-
-    async def renew(
-        self, *, stream_lease: str | None, thread_lease: str | None, lease_seconds: int
-    ) -> None:
-        """Push back the expiry of a running answer's stream slot and thread claim."""
-        expires_at = _now() + timedelta(seconds=lease_seconds)
-        async with self._engine.begin() as conn:
-            if stream_lease is not None:
+            count = int((await conn.execute(statement)).scalar_one())
+            if count == 1:
                 await conn.execute(
-                    update(_leases)
-                    .where(_leases.c.id == stream_lease)
-                    .values(expires_at=expires_at)
+                    delete(_windows).where(
+                        _windows.c.user_id == user_id,
+                        _windows.c.kind == TURNS,
+                        _windows.c.window_start < window_start,
+                    )
                 )
-            if thread_lease is not None:
-                await conn.execute(
-                    update(_turns)
-                    .where(_turns.c.lease_id == thread_lease)
-                    .values(expires_at=expires_at)
-                )
+        if count > limit:
+            raise _too_many_turns(limit, window_start, now)
+
+
+def _window_start(now: float) -> int:
+    return int(now // WINDOW_SECONDS) * WINDOW_SECONDS

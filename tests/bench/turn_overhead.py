@@ -19,10 +19,10 @@ Figures, per MCP mode and kind of turn:
   over a batch of turns, divided by its turns (median over rounds);
 - database statements per turn: the bench cluster logs every statement of the server's own
   database role (`ALTER ROLE ... SET log_statement = 'all'`, one role per server process); a
-  marker query after each batch tells where the batch ends in the log. Every BEGIN, COMMIT,
-  ROLLBACK, ping and query counts as one. In the embedded mode the TODO tool's own statements
-  run in the server process and are counted; in the external mode they are the MCP server's
-  and are not;
+  marker query after each batch tells where the batch ends in the log (tests/pg_statements.py).
+  Every BEGIN, COMMIT, ROLLBACK, ping and query counts as one. In the embedded mode the TODO
+  tool's own statements run in the server process and are counted; in the external mode they
+  are the MCP server's, shown on a line of their own;
 - model requests per turn: what the fake model received (title requests included);
 - MCP HTTP requests per turn: counted where the server sends them (tests/bench/server_probe.py
   wraps httpx2's client), by JSON-RPC method.
@@ -37,7 +37,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -46,7 +45,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +57,7 @@ from app.auth.shared_secret import SharedSecretVerifier
 from tests.e2e.harness import ChatKitClient, text_input
 from tests.fake_llm import FakeLLM, RecordedRequest, Reply
 from tests.pg_cluster import PostgresCluster, free_port, start_cluster
+from tests.pg_statements import StatementLog, log_statements
 from tests.processes import terminate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -68,7 +67,6 @@ TEXT_ANSWER = "A short answer of a few words, streamed in small pieces."
 TOOL_ANSWER = "Added it to your list, as you asked me to do."
 DELTA_MARK = b'"assistant_message.content_part.text_delta"'
 ERROR_MARK = b'"type":"error"'
-_STATEMENT_LINE = re.compile(rb"^@@(\w+)@@ LOG:  (?:statement|execute [^:]*):")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SETTLE_SECONDS = 0.25
 
@@ -257,56 +255,17 @@ class McpServerProcess:
 # ------------------------------------------------------------------ statement counting
 
 
-class StatementLog:
-    """Counts the statements each database role ran, from the cluster's log."""
-
-    def __init__(self, cluster: PostgresCluster, marker: asyncpg.Connection) -> None:
-        self._path = cluster.root / "server.log"
-        self._marker = marker
-        self._offset = self._path.stat().st_size
-
-    async def since_last(self) -> Counter[str]:
-        """Statements per role since the previous call (a marker query closes the window)."""
-        tag = f"bench-marker-{uuid.uuid4().hex}".encode()
-        await self._marker.execute(f"SELECT '{tag.decode()}'")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with self._path.open("rb") as log:
-                log.seek(self._offset)
-                buffer = log.read()
-            found = buffer.find(tag)
-            line_end = buffer.find(b"\n", found) if found >= 0 else -1
-            if line_end >= 0:
-                # The window ends before the marker's line; what follows it is the next window's.
-                window = buffer[: buffer.rfind(b"\n", 0, found) + 1]
-                self._offset += line_end + 1
-                counts: Counter[str] = Counter()
-                for line in window.split(b"\n"):
-                    matched = _STATEMENT_LINE.match(line)
-                    if matched:
-                        counts[matched.group(1).decode()] += 1
-                return counts
-            await asyncio.sleep(0.01)
-        raise RuntimeError("the marker query never reached the Postgres log")
-
-
 async def prepare_cluster(
     cluster: PostgresCluster, trees: Sequence[Tree], modes: Sequence[str]
-) -> asyncpg.Connection:
-    """Databases and roles per tree; statement logging for the servers' roles and the marker."""
+) -> None:
+    """Databases and roles per tree; every statement of the servers' roles is logged."""
     admin = await asyncpg.connect(cluster.socket_dsn())
-    await admin.execute("ALTER SYSTEM SET log_line_prefix = '@@%u@@ '")
-    await admin.execute("SELECT pg_reload_conf()")
+    roles = []
     for tree in trees:
         await admin.execute(f"CREATE DATABASE bench_{tree.key}")
-        for role in [f"{tree.key}_{mode}" for mode in modes] + [f"{tree.key}_mcp"]:
-            await admin.execute(f"CREATE ROLE {role} LOGIN SUPERUSER")
-        for mode in modes:
-            await admin.execute(f"ALTER ROLE {tree.key}_{mode} SET log_statement = 'all'")
-    await admin.execute("CREATE ROLE bench_marker LOGIN")
-    await admin.execute("ALTER ROLE bench_marker SET log_statement = 'all'")
+        roles += [f"{tree.key}_{mode}" for mode in modes] + [f"{tree.key}_mcp"]
+    await log_statements(admin, *roles)
     await admin.close()
-    return await asyncpg.connect(cluster.socket_dsn().replace("postgres@", "bench_marker@"))
 
 
 # ------------------------------------------------------------------ turns
@@ -374,6 +333,7 @@ class Cell:
     first_deltas: list[float] = field(default_factory=list)
     cpu_per_turn: list[float] = field(default_factory=list)  # one value per batch
     statements: int = 0
+    mcp_server_statements: int = 0
     model_requests: int = 0
     mcp: Counter[str] = field(default_factory=Counter)
 
@@ -387,7 +347,7 @@ async def run_batch(
     log: StatementLog,
     cell: Cell,
 ) -> None:
-    await log.since_last()  # anything before this batch is not its cost
+    await log.take()  # anything before this batch is not its cost
     mcp_before = await server.http_counts()
     model_before = len(fake.model_requests())
     cpu_before = server.cpu_seconds()
@@ -399,11 +359,13 @@ async def run_batch(
         cell.first_deltas.append(timing.first_delta * 1000)
     await asyncio.sleep(SETTLE_SECONDS)  # the last turn's releases happen after its stream ends
     cpu_after = server.cpu_seconds()
-    statements = await log.since_last()
+    statements = await log.take()
     mcp_after = await server.http_counts()
     cell.turns += turns
     cell.cpu_per_turn.append((cpu_after - cpu_before) * 1000 / turns)
-    cell.statements += statements[server.role]
+    cell.statements += len(statements.get(server.role, []))
+    if server.mode == "external":
+        cell.mcp_server_statements += len(statements.get(f"{server.tree.key}_mcp", []))
     cell.model_requests += len(fake.model_requests()) - model_before
     mcp_after.subtract(mcp_before)
     cell.mcp.update({key: value for key, value in mcp_after.items() if key.startswith("mcp")})
@@ -456,6 +418,7 @@ def figures(cell: Cell) -> list[tuple[str, float, str]]:
         ("DB statements / turn", cell.statements / cell.turns, "{:.2f}"),
         ("model requests / turn", cell.model_requests / cell.turns, "{:.2f}"),
         ("MCP HTTP requests / turn", mcp_total / cell.turns, "{:.2f}"),
+        ("MCP server DB stmts / turn", cell.mcp_server_statements / cell.turns, "{:.2f}"),
     ]
     return rows
 
@@ -504,7 +467,7 @@ async def main(args: argparse.Namespace) -> int:
     minter = SharedSecretVerifier(secret)
     results: dict[tuple[str, str, str], Cell] = {}
     try:
-        marker = await prepare_cluster(cluster, trees, modes)
+        await prepare_cluster(cluster, trees, modes)
         with FakeLLM() as fake:
             fake.responder = responder
             common = {
@@ -547,7 +510,7 @@ async def main(args: argparse.Namespace) -> int:
                     await warm_up(server, args.warm_up)
                     for kind in KINDS:
                         results[(tree.key, mode, kind)] = Cell()
-            log = StatementLog(cluster, marker)
+            log = StatementLog(cluster)
             profilers = start_profilers(args.profile, servers.values(), workdir)
             async with httpx2.AsyncClient(timeout=60) as http:
                 for round_index in range(args.rounds):
@@ -566,7 +529,7 @@ async def main(args: argparse.Namespace) -> int:
                                     results[(tree.key, mode, kind)],
                                 )
             stop_profilers(profilers)
-            await marker.close()
+            await log.aclose()
     finally:
         for server in servers.values():
             server.stop()
