@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.settings import Settings
 from app.store.database import DatabaseUnreachable, create_engine, migrate, prepare_database
 from tests.e2e.harness import ServerProcess
+from tests.e2e.test_metrics import wait_for
 from tests.pgbouncer import PgBouncer
 from tests.production.conftest import TlsPostgres, assert_no_password
 from tests.production.workers import start_with_workers
@@ -143,6 +144,11 @@ async def test_two_workers_serve_tool_turns_through_pgbouncer(
             assert f"buy milk {index}" in listed.assistant_text()
 
         await asyncio.gather(*(tool_turns(index) for index in range(8)))
+        # /metrics sums both workers: 16 turns, 8 tool calls of each kind.
+        turns = await wait_for(server.base_url, "chatkit_turns_total", 16, outcome="ok")
+        assert turns.value("chatkit_turns_total", outcome="ok") == 16
+        for tool in ("add_task", "list_tasks"):
+            assert turns.value("chatkit_tool_calls_total", tool=tool, outcome="ok") == 8
     finally:
         server.stop()
     logs = server.logs()
