@@ -45,13 +45,15 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
 def _mcp_timed_out(exc: BaseException) -> bool:
     """An MCP request (listing the tools, a tool call) got no answer within MCP_TIMEOUT."""
     return any(
-        isinstance(error, MCPError) and error.code == REQUEST_TIMEOUT for error in _chain(exc)
+        (isinstance(error, MCPError) and error.code == REQUEST_TIMEOUT)
+        or isinstance(error, httpx2.TimeoutException)
+        for error in _chain(exc)
     )
 
 
 def user_message_for(exc: BaseException) -> str:
     """A short explanation of why the answer failed, without internals or secrets."""
-    if isinstance(exc, McpUnavailableError):
+    if isinstance(exc, McpUnavailableError) and not _mcp_timed_out(exc):
         return (
             "The task service is unreachable right now, so I cannot work with your tasks. "
             "Please try again in a moment."

@@ -338,9 +338,11 @@ class ChatServer(ChatKitServer[RequestContext]):
     async def _connect_mcp(self, context: RequestContext) -> MCPServer | None:
         if self._mcp is None:
             return None
-        server = self._mcp.server_for(context.token)
+        # No request unless the shared tool list is missing or expired; a session opens only
+        # when the model calls a tool.
+        server = self._mcp.turn_server(context.token)
         try:
-            await server.connect()  # type: ignore[no-untyped-call]
+            await server.connect()
         except Exception as exc:
             await _close_quietly(server)
             raise McpUnavailableError() from exc

@@ -14,6 +14,7 @@ import anyio
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
+from mcp.server.caching import CacheHint
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
@@ -48,6 +49,8 @@ logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _F = TypeVar("_F", bound=Callable[..., Any])
 
+# How long a client may keep the tool list (tools/list `ttlMs`).
+TOOLS_LIST_TTL_MS = 300_000
 SERVER_NAME = "todo"
 INSTRUCTIONS = (
     "Manages the signed-in user's TODO list. Call list_tasks to see tasks and their ids; "
@@ -241,6 +244,8 @@ def build_todo_mcp(
             issuer_url=issuer_url or f"http://127.0.0.1:{port}",
             resource_server_url=None,
         ),
+        # The tools are fixed at startup and the same for every user: clients may keep the list.
+        cache_hints={"tools/list": CacheHint(ttl_ms=TOOLS_LIST_TTL_MS, scope="public")},
     )
     _register_tools(server, repository, quota)
 

@@ -1,19 +1,40 @@
-"""One shared connection pool to the MCP server; per request, a client on the caller's token."""
+"""One shared connection pool to the MCP server; per request, a client on the caller's token.
+
+A turn's MCP server (`McpConnector.turn_server`) costs nothing until the model calls a tool: the
+tool list is fetched once per process and shared (refreshed when it expires or the server says
+it changed), and the session that carries the caller's token opens at the first tool call, with
+the protocol version negotiated once per process, so a tool call is one HTTP request.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx2
+import mcp_types
 from agents import RunContextWrapper, default_tool_error_function
-from agents.mcp import MCPServerStreamableHttp
-from mcp.types import CallToolResult
+from agents.exceptions import UserError
+from agents.mcp import MCPServer, MCPServerStreamableHttp
+from mcp import Client
+from mcp.client.session import IncomingMessage
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp.types import CallToolResult, GetPromptResult, ListPromptsResult, Tool
 
 from app.net import outbound_transport
 from app.observability.agent_calls import observe_tool_call
 from app.observability.metrics import Metrics
 
 DEFAULT_SERVER_NAME = "todo"
+# How long the shared tool list is used when the server gives no `ttlMs` (or 0, the MCP SDK's
+# default) of its own; a `notifications/tools/list_changed` drops it earlier.
+TOOLS_TTL_SECONDS = 300.0
+LEGACY = "legacy"
 _E = TypeVar("_E", bound=BaseException)
 
 
@@ -42,7 +63,10 @@ def _in_chain(error: BaseException | None, kind: type[_E]) -> _E | None:
 
 
 def _unreachable(error: BaseException | None) -> bool:
-    return any(_in_chain(error, kind) for kind in (TimeoutError, httpx2.TransportError))
+    if any(_in_chain(error, kind) for kind in (TimeoutError, httpx2.TransportError)):
+        return True
+    failed = _in_chain(error, MCPError)
+    return failed is not None and failed.code == mcp_types.REQUEST_TIMEOUT
 
 
 def mcp_tool_failure(context: RunContextWrapper[Any], error: Exception) -> str:
@@ -103,6 +127,107 @@ class _LentTransport(httpx2.AsyncBaseTransport):
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class ToolListing:
+    """The server's tools and how to talk to it, shared by every turn of the process."""
+
+    tools: list[Tool]
+    # The negotiated protocol version (adopted by later sessions without a probe), or LEGACY
+    # for a server that only knows the initialize handshake.
+    mode: str
+    discover: mcp_types.DiscoverResult | None
+    expires_at: float  # time.monotonic()
+
+
+class TurnMcpServer(MCPServer):
+    """One turn's MCP server, as its caller: no request until the model calls a tool.
+
+    `connect()` takes the process-wide tool list (fetching it only when there is none yet or it
+    expired); the first `call_tool()` opens a session carrying the caller's token, reused by the
+    turn's later calls and closed by `cleanup()`.
+    """
+
+    def __init__(self, connector: McpConnector, token: str, metrics: Metrics | None) -> None:
+        super().__init__(failure_error_function=mcp_tool_failure)
+        self._connector = connector
+        self._token = token
+        self._metrics = metrics
+        self._listing: ToolListing | None = None
+        self._client: Client | None = None
+        self._opening = asyncio.Lock()
+        self._stack = AsyncExitStack()
+        self._auth_watch = _AuthWatch()
+
+    @property
+    def name(self) -> str:
+        return self._connector.name
+
+    async def connect(self) -> None:
+        self._listing = await self._connector.listing(self._token)
+
+    async def cleanup(self) -> None:
+        self._client = None
+        await self._stack.aclose()
+
+    @property
+    def cached_tools(self) -> list[Tool] | None:
+        return None if self._listing is None else list(self._listing.tools)
+
+    async def list_tools(
+        self, run_context: RunContextWrapper[Any] | None = None, agent: Any = None
+    ) -> list[Tool]:
+        if self._listing is None:
+            await self.connect()
+        assert self._listing is not None
+        # The agents SDK copies a tool's schema before it changes anything in it.
+        return list(self._listing.tools)
+
+    async def call_tool(
+        self,
+        tool_name: str,
+        arguments: dict[str, Any] | None,
+        meta: dict[str, Any] | None = None,
+    ) -> CallToolResult:
+        call = self._call(tool_name, arguments, meta)
+        try:
+            return await observe_tool_call(self._metrics, tool_name, call)
+        except Exception as exc:
+            if self._auth_watch.rejected:
+                raise McpSessionExpired("the MCP server refused the token") from exc
+            raise
+
+    async def _call(
+        self, tool_name: str, arguments: dict[str, Any] | None, meta: dict[str, Any] | None
+    ) -> CallToolResult:
+        client = await self._session()
+        params = mcp_types.CallToolRequestParams(name=tool_name, arguments=arguments, _meta=meta)
+        # The request itself: the SDK's `call_tool` would list the tools again in this new
+        # session to check the result against the tool's output schema.
+        return await client.session.send_request(
+            mcp_types.CallToolRequest(params=params),
+            CallToolResult,
+            request_read_timeout_seconds=self._connector.timeout_seconds,
+        )
+
+    async def _session(self) -> Client:
+        async with self._opening:
+            if self._client is None:
+                if self._listing is None:
+                    await self.connect()
+                self._client = await self._stack.enter_async_context(
+                    self._connector.session(self._token, self._listing, self._auth_watch)
+                )
+            return self._client
+
+    async def list_prompts(self) -> ListPromptsResult:
+        return ListPromptsResult(prompts=[])
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, Any] | None = None
+    ) -> GetPromptResult:
+        raise UserError(f"MCP server {self.name!r} has no prompts")
+
+
 class McpConnector:
     """Builds a per-request MCP server client that forwards exactly the caller's bearer token.
 
@@ -131,10 +256,90 @@ class McpConnector:
         self._transport = transport or outbound_transport(limits=limits or httpx2.Limits())
         self._closed = False
         self._metrics = metrics
+        self._listing: ToolListing | None = None
+        self._listing_lock = asyncio.Lock()
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def turn_server(self, token: str) -> TurnMcpServer:
+        """The MCP server of one turn as `token`'s owner (see TurnMcpServer)."""
+        self._check(token)
+        return TurnMcpServer(self, token, self._metrics)
+
+    async def listing(self, token: str) -> ToolListing:
+        """The shared tool list; fetched (as `token`'s owner) when missing or expired."""
+        listing = self._listing
+        if listing is not None and listing.expires_at > time.monotonic():
+            return listing
+        async with self._listing_lock:  # one fetch for every turn that waits on it
+            listing = self._listing
+            if listing is not None and listing.expires_at > time.monotonic():
+                return listing
+            listing = self._listing = await self._fetch_listing(token)
+            return listing
+
+    def forget_tools(self) -> None:
+        """Fetch the tool list again on next use (the server said it changed)."""
+        self._listing = None
+
+    async def _fetch_listing(self, token: str) -> ToolListing:
+        async with self.session(token, None, _AuthWatch()) as client:
+            tools: list[Tool] = []
+            cursor: str | None = None
+            ttl_seconds = TOOLS_TTL_SECONDS
+            for _ in range(100):  # pages; a server whose cursor never ends is cut off
+                page = await client.session.list_tools(
+                    params=mcp_types.PaginatedRequestParams(cursor=cursor)
+                )
+                tools.extend(page.tools)
+                if page.ttl_ms:
+                    # The server's own hint; 0 is only the SDK's default, not a request.
+                    ttl_seconds = page.ttl_ms / 1000
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+            discover = client.session.discover_result
+            mode = client.protocol_version if discover is not None else LEGACY
+        return ToolListing(tools, mode, discover, time.monotonic() + ttl_seconds)
+
+    @asynccontextmanager
+    async def session(
+        self, token: str, listing: ToolListing | None, auth_watch: _AuthWatch
+    ) -> AsyncIterator[Client]:
+        """An MCP session as `token`'s owner; with a `listing`, adopting its negotiation."""
+        http = self._client(
+            auth_watch,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx2.Timeout(self.timeout_seconds),
+            auth=None,
+        )
+        transport = streamable_http_client(self.url, http_client=http)
+        if listing is None:
+            mode, discover = "auto", None
+        else:
+            mode, discover = listing.mode, listing.discover
+        client = Client(
+            transport,
+            mode=mode,
+            prior_discover=discover,
+            cache=None,
+            read_timeout_seconds=self.timeout_seconds,
+            message_handler=self._on_message,
+        )
+        async with http, client:
+            yield client
+
+    async def _on_message(self, message: IncomingMessage) -> None:
+        if isinstance(message, mcp_types.ToolListChangedNotification):
+            self.forget_tools()
+
+    def _check(self, token: str) -> None:
+        if self._closed:
+            raise RuntimeError("McpConnector is closed")
+        if not token or any(char in token for char in "\r\n"):
+            raise ValueError("token must be a non-empty single-line string")
 
     def server_for(self, token: str) -> MCPServerStreamableHttp:
         """A not yet connected MCP server for one request, authenticated as `token`'s owner.
