@@ -55,6 +55,21 @@ class RecentItems:
         self.thread_id, self.items, self.complete = None, [], False
 
 
+class TurnSlot:
+    """A turn's place among the answers a process runs at once (see app/chat/inflight.py).
+
+    A class rather than a Protocol: the agents SDK's context model validates this dataclass.
+    """
+
+    async def take(self) -> bool:
+        """Wait for the slot (bounded); False when none came free in time."""
+        raise NotImplementedError
+
+    def release(self) -> None:
+        """Give the slot back; only the first call after a successful `take` counts."""
+        raise NotImplementedError
+
+
 @dataclass(frozen=True, slots=True)
 class RequestContext:
     """Who is calling: the verified user id, their raw bearer token, and a request id."""
@@ -73,6 +88,8 @@ class RequestContext:
     turn_end: TurnEnd | None = field(default=None, compare=False, repr=False)
     # Set by admission for turns: reads of the thread's newest items the store may repeat.
     recent_items: RecentItems | None = field(default=None, compare=False, repr=False)
+    # Set by admission for turns: the model slot the answer waits for once its stream is open.
+    model_slot: TurnSlot | None = field(default=None, compare=False, repr=False)
     # The token's `name` claim (a display name; cleaned again before any prompt) and the
     # request's Accept-Language header, for the agent's per-request instructions.
     display_name: str | None = field(default=None, repr=False)

@@ -126,7 +126,7 @@ class DatabaseUnavailableError(ServiceUnavailableError):
 
 
 class ServerBusyError(ServiceUnavailableError):
-    """No stream slot of this process came free in time (MAX_CONCURRENT_TURNS)."""
+    """Too many turns wait for a model slot of this process already (MAX_CONCURRENT_TURNS)."""
 
     refusal = "busy"
 

@@ -121,14 +121,20 @@ class Admission:
                 composer=self._policy.composer,
             )
             if isinstance(request, TurnRequest):
-                context = await self._take_turn(request, caller, stack)
-            if is_streaming_req(request):
-                if not await self._gate.enter(self._policy.queue_seconds):
+                if self._gate.queue_full:
+                    # So many turns wait already that this one would not get through in time.
                     raise ServerBusyError(
                         "The server is busy; please retry shortly.",
                         retry_after=BUSY_RETRY_AFTER_SECONDS,
                     )
-                stack.callback(self._gate.leave)
+                context = await self._take_turn(request, caller, stack)
+                # Waited for inside the stream, once the thread and the message are out.
+                slot = self._gate.model_slot(self._policy.queue_seconds)
+                stack.callback(slot.release)
+                context = dataclasses.replace(context, model_slot=slot)
+            if is_streaming_req(request):
+                self._gate.open()
+                stack.callback(self._gate.close)
             yield Ticket(context, stack)
 
     async def _take_turn(

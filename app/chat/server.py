@@ -48,10 +48,10 @@ from app.chat.task_actions import TaskActions
 from app.chat.task_widgets import TASK_TOOLS, board_after_calls, task_copy_text, task_widget
 from app.chat.tool_progress import ToolProgressHooks
 from app.chat.turn_stream import TurnStream
-from app.context import RequestContext
+from app.context import RequestContext, TurnSlot
 from app.errors import AppError, BadRequestError, FeatureDisabledError, ServiceUnavailableError
 from app.log_safety import failure_fields, may_quote_user_data
-from app.observability.agent_calls import observed_turn
+from app.observability.agent_calls import aclose_quietly, observed_turn
 from app.observability.metrics import Metrics
 from app.store.attachment_blobs import Blob
 from app.store.chatkit_store import SqlStore
@@ -60,6 +60,7 @@ from app.tools.mcp_connection import McpConnector
 logger = logging.getLogger(__name__)
 
 TITLE_WAIT_SECONDS = 10.0
+BUSY_MESSAGE = "The server is busy right now, so this answer did not start. Please retry shortly."
 
 
 class HistoryConverter(AttachmentConverter):
@@ -123,9 +124,32 @@ class ChatServer(ChatKitServer[RequestContext]):
     ) -> AsyncIterator[ThreadStreamEvent]:
         """The turn's events; whatever ends the stream ends the turn too (see TurnEnd)."""
         answer = self._answer(thread, input_user_message, context)
+        if context.model_slot is not None:
+            answer = self._after_slot(context.model_slot, answer)
         if context.turn_end is not None and isinstance(answer, AsyncGenerator):
             context.turn_end.on_end(answer.aclose)
         return answer
+
+    async def _after_slot(
+        self, slot: TurnSlot, answer: AsyncIterator[ThreadStreamEvent]
+    ) -> AsyncIterator[ThreadStreamEvent]:
+        """`answer` once one of this process's model slots is free.
+
+        The client has the thread and its message by now (the SDK sent them before asking for
+        the answer), so a wait here is seen as a pending answer, not a silent request. Past
+        TURN_QUEUE_SECONDS the stream ends with an error event; the message stays, for a retry.
+        """
+        try:
+            if not await slot.take():
+                if self.metrics is not None:
+                    self.metrics.turn_refused("busy")
+                logger.info("turn.queue_timeout")
+                raise CustomStreamError(BUSY_MESSAGE, allow_retry=True)
+            async for event in answer:
+                yield event
+        finally:
+            slot.release()  # at once: the next waiting turn need not wait for this one's saves
+            await aclose_quietly(answer)
 
     @observed_turn
     async def _answer(

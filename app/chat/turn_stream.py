@@ -30,26 +30,36 @@ class TurnStream:
         self._pending: dict[str, AssistantMessageItem] = {}
 
     def rewrite(self, event: ThreadStreamEvent) -> ThreadStreamEvent:
-        """Return the event with our ids, and track the assistant messages it touches."""
+        """Return the event with our ids, and track the assistant messages it touches.
+
+        Events are changed in place: each is made for this turn and passed on once, and the SDK
+        keeps its own copy of an item it has to remember (no copies here, per event or item).
+        """
         if isinstance(event, ThreadItemAddedEvent) and isinstance(event.item, AssistantMessageItem):
             own_id = new_id("msg")
             self._ids[event.item.id] = own_id
-            item = event.item.model_copy(update={"id": own_id}, deep=True)
-            self._pending[own_id] = item.model_copy(deep=True)
-            return ThreadItemAddedEvent(item=item)
+            event.item.id = own_id
+            # The partial answer is rebuilt from the deltas in an item of its own (the added
+            # event has already gone out when they arrive; nothing else reads its parts).
+            self._pending[own_id] = event.item.model_copy(
+                update={"content": list(event.item.content)}
+            )
+            return event
         if isinstance(event, ThreadItemDoneEvent) and isinstance(event.item, AssistantMessageItem):
-            own_id = self._ids.get(event.item.id) or new_id("msg")
-            self._ids.pop(event.item.id, None)
+            own_id = self._ids.pop(event.item.id, "") or new_id("msg")
             self._pending.pop(own_id, None)
-            return ThreadItemDoneEvent(item=event.item.model_copy(update={"id": own_id}))
+            event.item.id = own_id
+            return event
         if isinstance(event, ThreadItemUpdatedEvent) and event.item_id in self._ids:
             own_id = self._ids[event.item_id]
             self._apply(own_id, event)
-            return event.model_copy(update={"item_id": own_id})
+            event.item_id = own_id
+            return event
         if isinstance(event, ThreadItemRemovedEvent) and event.item_id in self._ids:
             own_id = self._ids.pop(event.item_id)
             self._pending.pop(own_id, None)
-            return ThreadItemRemovedEvent(item_id=own_id)
+            event.item_id = own_id
+            return event
         return event
 
     def _apply(self, own_id: str, event: ThreadItemUpdatedEvent) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -155,7 +155,8 @@ class TurnMcpServer(MCPServer):
         self._listing: ToolListing | None = None
         self._client: Client | None = None
         self._opening = asyncio.Lock()
-        self._stack = AsyncExitStack()
+        self._holder: asyncio.Task[None] | None = None
+        self._done = asyncio.Event()
         self._auth_watch = _AuthWatch()
 
     @property
@@ -167,7 +168,10 @@ class TurnMcpServer(MCPServer):
 
     async def cleanup(self) -> None:
         self._client = None
-        await self._stack.aclose()
+        self._done.set()
+        holder, self._holder = self._holder, None
+        if holder is not None:
+            await asyncio.gather(holder, return_exceptions=True)
 
     @property
     def cached_tools(self) -> list[Tool] | None:
@@ -214,10 +218,26 @@ class TurnMcpServer(MCPServer):
             if self._client is None:
                 if self._listing is None:
                     await self.connect()
-                self._client = await self._stack.enter_async_context(
-                    self._connector.session(self._token, self._listing, self._auth_watch)
-                )
+                opened: asyncio.Future[Client] = asyncio.get_running_loop().create_future()
+                self._holder = asyncio.create_task(self._hold(opened))
+                self._client = await opened
             return self._client
+
+    async def _hold(self, opened: asyncio.Future[Client]) -> None:
+        """Open the session and keep it open until cleanup, all in this one task: the MCP
+        client's task group must be left in the task that entered it, and a tool call runs in
+        a task of its own."""
+        try:
+            async with self._connector.session(
+                self._token, self._listing, self._auth_watch
+            ) as client:
+                opened.set_result(client)
+                await self._done.wait()
+        except BaseException as exc:
+            if not opened.done():
+                opened.set_exception(exc)
+                return
+            raise
 
     async def list_prompts(self) -> ListPromptsResult:
         return ListPromptsResult(prompts=[])

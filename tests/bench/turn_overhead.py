@@ -424,12 +424,15 @@ def figures(cell: Cell) -> list[tuple[str, float, str]]:
 
 
 def render(
-    results: dict[tuple[str, str, str], Cell], trees: Sequence[Tree], modes: Sequence[str]
+    results: dict[tuple[str, str, str], Cell],
+    trees: Sequence[Tree],
+    modes: Sequence[str],
+    kinds: Sequence[str],
 ) -> str:
     lines: list[str] = []
     width = 26
     for mode in modes:
-        for kind in KINDS:
+        for kind in kinds:
             cells = [results[(tree.key, mode, kind)] for tree in trees]
             turns = cells[0].turns
             lines.append(f"\n{kind} turns, {mode} MCP ({turns} turns per tree)")
@@ -460,6 +463,7 @@ async def main(args: argparse.Namespace) -> int:
     if args.baseline:
         trees.append(export_commit(args.baseline, workdir / "baseline"))
     modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
+    kinds = [kind.strip() for kind in args.kinds.split(",") if kind.strip() in KINDS]
     cluster = start_cluster()
     servers: dict[tuple[str, str], ServerUnderTest] = {}
     mcp_servers: list[McpServerProcess] = []
@@ -517,7 +521,7 @@ async def main(args: argparse.Namespace) -> int:
                     order = trees if round_index % 2 == 0 else list(reversed(trees))
                     print(f"round {round_index + 1}/{args.rounds}", file=sys.stderr)
                     for mode in modes:
-                        for kind in KINDS:
+                        for kind in kinds:
                             for tree in order:
                                 await run_batch(
                                     servers[(tree.key, mode)],
@@ -544,7 +548,7 @@ async def main(args: argparse.Namespace) -> int:
         "turn cost with a zero-latency fake model, Postgres, sequential turns "
         f"(each a new thread), {args.rounds} rounds x {args.turns} turns per cell"
     )
-    print(render(results, trees, modes))
+    print(render(results, trees, modes, kinds))
     if args.keep:
         print(f"\nserver logs kept in {workdir}")
     return 0
@@ -557,6 +561,7 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--turns", type=int, default=15, help="turns per batch (default 15)")
     parser.add_argument("--warm-up", type=int, default=5, help="warm-up turns of each kind")
     parser.add_argument("--modes", default="embedded,external", help="MCP modes to measure")
+    parser.add_argument("--kinds", default="tool,text", help="kinds of turns to measure")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     parser.add_argument(
         "--profile",

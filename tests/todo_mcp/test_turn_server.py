@@ -6,6 +6,7 @@ again when it expires or the server says it changed.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import time
@@ -146,3 +147,18 @@ async def test_a_refused_token_is_a_session_that_expired(
     with pytest.raises(McpSessionExpired):
         mcp_tool_failure(None, refused.value)  # type: ignore[arg-type]
     await turn.cleanup()
+
+
+async def test_a_session_opened_by_a_tool_task_is_closed_by_the_turn(
+    counted: tuple[McpConnector, CountingTransport], verifier: SharedSecretVerifier
+) -> None:
+    """The agents SDK runs each tool call in a task of its own; the turn cleans up in another."""
+    connector, _ = counted
+    turn = connector.turn_server(verifier.mint(new_user()))
+    await turn.connect()
+    first = asyncio.create_task(turn.call_tool("add_task", {"title": "from a task"}))
+    assert structured(await first)["title"] == "from a task"
+    second = asyncio.create_task(turn.call_tool("list_tasks", {}))
+    assert [task["title"] for task in structured(await second)["tasks"]] == ["from a task"]
+    await turn.cleanup()  # the session's task group is left in the task that entered it
+    await turn.cleanup()  # and twice is harmless
