@@ -26,9 +26,10 @@ def test_pyproject_pins_the_same_range() -> None:
     dependencies = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
     chatkit = [Requirement(d) for d in dependencies if d.startswith("openai-chatkit")]
     assert len(chatkit) == 1
-    assert chatkit[0].specifier == Requirement(
-        "openai-chatkit" + ",".join(TESTED_CHATKIT_VERSIONS)
-    ).specifier
+    assert (
+        chatkit[0].specifier
+        == Requirement("openai-chatkit" + ",".join(TESTED_CHATKIT_VERSIONS)).specifier
+    )
 
 
 def test_the_private_dispatchers_still_have_the_shape_we_call() -> None:
