@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -55,7 +56,7 @@ from app.observability.agent_calls import aclose_quietly, observed_turn
 from app.observability.metrics import Metrics
 from app.store.attachment_blobs import Blob
 from app.store.chatkit_store import SqlStore
-from app.tools.mcp_connection import McpConnector
+from app.tools.mcp_connection import McpConnector, TurnMcpServer
 
 logger = logging.getLogger(__name__)
 
@@ -164,14 +165,15 @@ class ChatServer(ChatKitServer[RequestContext]):
         )
         turn = TurnStream()
         hooks = ToolProgressHooks()
-        mcp_server: MCPServer | None = None
+        mcp_server: TurnMcpServer | None = None
         result: RunResultStreaming | None = None
         try:
             history = await self._history(thread, context)
             mcp_server = await self._connect_mcp(context)
             agent = self._agent_for(input_user_message, context, mcp_server)
             window = StreamWindow()
-            with window_for_run(window):
+            tools_of_turn = mcp_server.running() if mcp_server is not None else nullcontext()
+            with window_for_run(window), tools_of_turn:
                 result = Runner.run_streamed(
                     agent,
                     await self._turn_converter(history, context).to_agent_input(history),
@@ -321,7 +323,7 @@ class ChatServer(ChatKitServer[RequestContext]):
         return self._converter.for_turn(history, read)
 
     def _agent_for(
-        self, message: UserMessageItem | None, context: RequestContext, mcp: MCPServer | None
+        self, message: UserMessageItem | None, context: RequestContext, mcp: TurnMcpServer | None
     ) -> Agent[Any]:
         """The turn's agent: the picked model (if allowed), a forced task tool, instructions."""
         options = message.inference_options if message is not None else None
@@ -338,7 +340,8 @@ class ChatServer(ChatKitServer[RequestContext]):
         )
         return build_agent(
             model=model,
-            mcp_servers=[mcp] if mcp else [],
+            # Converted once per tool list, not on each model call (see TurnMcpServer).
+            tools=list(mcp.function_tools()) if mcp else [],
             instructions=instructions,
             tool_choice=forced if forced in TASK_TOOLS and mcp is not None else None,
         )
@@ -359,7 +362,7 @@ class ChatServer(ChatKitServer[RequestContext]):
             copy_text=task_copy_text(board),
         )
 
-    async def _connect_mcp(self, context: RequestContext) -> MCPServer | None:
+    async def _connect_mcp(self, context: RequestContext) -> TurnMcpServer | None:
         if self._mcp is None:
             return None
         # No request unless the shared tool list is missing or expired; a session opens only

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx2
 import mcp_types
-from agents import RunContextWrapper, default_tool_error_function
+from agents import FunctionTool, RunContextWrapper, default_tool_error_function
 from agents.exceptions import UserError
-from agents.mcp import MCPServer, MCPServerStreamableHttp
+from agents.mcp import MCPServer, MCPServerStreamableHttp, MCPUtil
 from mcp import Client
 from mcp.client.session import IncomingMessage
 from mcp.client.streamable_http import streamable_http_client
@@ -139,6 +140,53 @@ class ToolListing:
     expires_at: float  # time.monotonic()
 
 
+# The turn whose agent run this is: set around `Runner.run_streamed`, whose tasks (tool calls
+# among them) start with a copy of the context it was set in.
+_current_turn: ContextVar[TurnMcpServer | None] = ContextVar("mcp_turn_server", default=None)
+
+
+class _TurnDispatch(MCPServer):
+    """What the shared function tools call: the MCP server of the run's own turn."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(failure_error_function=mcp_tool_failure)
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def connect(self) -> None:
+        return None
+
+    async def cleanup(self) -> None:
+        return None
+
+    async def list_tools(
+        self, run_context: RunContextWrapper[Any] | None = None, agent: Any = None
+    ) -> list[Tool]:
+        return []
+
+    async def call_tool(
+        self,
+        tool_name: str,
+        arguments: dict[str, Any] | None,
+        meta: dict[str, Any] | None = None,
+    ) -> CallToolResult:
+        turn = _current_turn.get()
+        if turn is None:
+            raise UserError("a task tool was called outside a turn")
+        return await turn.call_tool(tool_name, arguments, meta)
+
+    async def list_prompts(self) -> ListPromptsResult:
+        return ListPromptsResult(prompts=[])
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, Any] | None = None
+    ) -> GetPromptResult:
+        raise UserError(f"MCP server {self.name!r} has no prompts")
+
+
 class TurnMcpServer(MCPServer):
     """One turn's MCP server, as its caller: no request until the model calls a tool.
 
@@ -165,6 +213,21 @@ class TurnMcpServer(MCPServer):
 
     async def connect(self) -> None:
         self._listing = await self._connector.listing(self._token)
+
+    def function_tools(self) -> list[FunctionTool]:
+        """The tools as the agents SDK runs them: built once per tool list, shared by every
+        turn (their calls reach this turn's server while `running()` is in effect)."""
+        assert self._listing is not None, "connect() first"
+        return self._connector.function_tools(self._listing)
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Start the agent run inside this block: its tool calls go to this turn's server."""
+        token = _current_turn.set(self)
+        try:
+            yield
+        finally:
+            _current_turn.reset(token)
 
     async def cleanup(self) -> None:
         self._client = None
@@ -278,6 +341,8 @@ class McpConnector:
         self._metrics = metrics
         self._listing: ToolListing | None = None
         self._listing_lock = asyncio.Lock()
+        self._dispatch = _TurnDispatch(name)
+        self._function_tools: tuple[ToolListing, list[FunctionTool]] | None = None
 
     @property
     def closed(self) -> bool:
@@ -299,6 +364,19 @@ class McpConnector:
                 return listing
             listing = self._listing = await self._fetch_listing(token)
             return listing
+
+    def function_tools(self, listing: ToolListing) -> list[FunctionTool]:
+        """`listing`'s tools converted for the agents SDK, once (not on every model call)."""
+        built = self._function_tools
+        if built is None or built[0] is not listing:
+            tools = [
+                MCPUtil.to_function_tool(
+                    tool, self._dispatch, False, failure_error_function=mcp_tool_failure
+                )
+                for tool in listing.tools
+            ]
+            built = self._function_tools = (listing, tools)
+        return built[1]
 
     def forget_tools(self) -> None:
         """Fetch the tool list again on next use (the server said it changed)."""

@@ -5,18 +5,21 @@ Run as a script, with the tree to measure first on PYTHONPATH (so it works for a
     PYTHONPATH=<tree> python tests/bench/server_probe.py <counts-file>
 
 Every request sent through an httpx2 client is counted by kind: MCP requests (to a path ending
-in /mcp) by JSON-RPC method, model requests by path. On SIGUSR1 the counts are written to
-<counts-file> as JSON with a sequence number, so the bench can read them at a point it chooses.
+in /mcp) by JSON-RPC method, model requests by path; time in the garbage collector is summed.
+On SIGUSR1 the counts are written to <counts-file> as JSON with a sequence number, so the bench
+can read them at a point it chooses.
 Counting happens where the server sends, so an in-process (ASGI) MCP server counts the same as
 one across the network.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
 import sys
+import time
 from collections import Counter
 from typing import Any
 
@@ -24,6 +27,8 @@ import httpx2
 
 _counts: Counter[str] = Counter()
 _dumps = 0
+_gc_started = 0.0
+_gc_seconds: Counter[str] = Counter()
 _original_send = httpx2.AsyncClient.send
 
 
@@ -46,18 +51,28 @@ async def _counted_send(self: httpx2.AsyncClient, request: httpx2.Request, **kwa
     return await _original_send(self, request, **kwargs)
 
 
+def _gc_timer(phase: str, info: dict[str, int]) -> None:
+    """Time spent in the cyclic garbage collector, by generation."""
+    global _gc_started
+    if phase == "start":
+        _gc_started = time.perf_counter()
+    else:
+        _gc_seconds[f"gen{info['generation']}"] += time.perf_counter() - _gc_started
+
+
 def _dump(path: str) -> None:
     global _dumps
     _dumps += 1
     temporary = f"{path}.tmp"
     with open(temporary, "w") as out:
-        json.dump({"seq": _dumps, "counts": dict(_counts)}, out)
+        json.dump({"seq": _dumps, "counts": dict(_counts), "gc": dict(_gc_seconds)}, out)
     os.replace(temporary, path)
 
 
 def main() -> int:
     counts_file = sys.argv[1]
     httpx2.AsyncClient.send = _counted_send  # type: ignore[method-assign]
+    gc.callbacks.append(_gc_timer)
     signal.signal(signal.SIGUSR1, lambda _signum, _frame: _dump(counts_file))
     sys.argv = ["app"]
     from app.__main__ import main as app_main

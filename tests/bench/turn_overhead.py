@@ -65,6 +65,8 @@ PROBE = Path(__file__).with_name("server_probe.py")
 USERS_PER_SERVER = 300
 TEXT_ANSWER = "A short answer of a few words, streamed in small pieces."
 TOOL_ANSWER = "Added it to your list, as you asked me to do."
+# The text answer as the model streams it (10 deltas; --deltas changes the count).
+TEXT_DELTAS = [TEXT_ANSWER[index : index + 6] for index in range(0, len(TEXT_ANSWER), 6)]
 DELTA_MARK = b'"assistant_message.content_part.text_delta"'
 ERROR_MARK = b'"type":"error"'
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -79,7 +81,7 @@ def responder(request: RecordedRequest) -> Reply:
         return Reply.text(TOOL_ANSWER, chunk_size=5)
     if (request.last_user_text or "").startswith("add"):
         return Reply.tool_call("add_task", {"title": request.last_user_text or "task"})
-    return Reply.text(TEXT_ANSWER, chunk_size=6)
+    return Reply.text_chunks(TEXT_DELTAS)
 
 
 # ------------------------------------------------------------------ trees and processes
@@ -192,7 +194,7 @@ class ServerUnderTest:
         return sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
 
     async def http_counts(self) -> Counter[str]:
-        """The probe's outbound request counts, as of now."""
+        """The probe's outbound request counts (and `gc` ms), as of now."""
         assert self.process is not None
         self.dumps_seen += 1
         os.kill(self.process.pid, signal.SIGUSR1)
@@ -201,7 +203,9 @@ class ServerUnderTest:
             try:
                 data = json.loads(self.counts_file.read_text())
                 if data["seq"] >= self.dumps_seen:
-                    return Counter(data["counts"])
+                    counts = Counter(data["counts"])
+                    counts["gc ms"] = round(sum(data.get("gc", {}).values()) * 1000)
+                    return counts
             except (FileNotFoundError, ValueError):
                 pass
             await asyncio.sleep(0.01)
@@ -334,6 +338,7 @@ class Cell:
     cpu_per_turn: list[float] = field(default_factory=list)  # one value per batch
     statements: int = 0
     mcp_server_statements: int = 0
+    gc_ms: int = 0
     model_requests: int = 0
     mcp: Counter[str] = field(default_factory=Counter)
 
@@ -369,6 +374,7 @@ async def run_batch(
     cell.model_requests += len(fake.model_requests()) - model_before
     mcp_after.subtract(mcp_before)
     cell.mcp.update({key: value for key, value in mcp_after.items() if key.startswith("mcp")})
+    cell.gc_ms += mcp_after["gc ms"]
 
 
 def start_profilers(
@@ -415,6 +421,7 @@ def figures(cell: Cell) -> list[tuple[str, float, str]]:
         ("first delta p50 (ms)", statistics.median(cell.first_deltas), "{:.1f}"),
         ("first delta p95 (ms)", pct(cell.first_deltas, 0.95), "{:.1f}"),
         ("server CPU / turn (ms)", statistics.median(cell.cpu_per_turn), "{:.1f}"),
+        ("  of which GC (ms)", cell.gc_ms / cell.turns, "{:.1f}"),
         ("DB statements / turn", cell.statements / cell.turns, "{:.2f}"),
         ("model requests / turn", cell.model_requests / cell.turns, "{:.2f}"),
         ("MCP HTTP requests / turn", mcp_total / cell.turns, "{:.2f}"),
@@ -458,6 +465,10 @@ def render(
 
 
 async def main(args: argparse.Namespace) -> int:
+    global TEXT_DELTAS, TEXT_ANSWER
+    if args.deltas != len(TEXT_DELTAS):
+        TEXT_DELTAS = [f"w{index} " for index in range(args.deltas)]
+        TEXT_ANSWER = "".join(TEXT_DELTAS)
     workdir = Path(tempfile.mkdtemp(prefix="chatkit-bench-"))
     trees = [Tree("a", "working tree", REPO_ROOT)]
     if args.baseline:
@@ -562,6 +573,7 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warm-up", type=int, default=5, help="warm-up turns of each kind")
     parser.add_argument("--modes", default="embedded,external", help="MCP modes to measure")
     parser.add_argument("--kinds", default="tool,text", help="kinds of turns to measure")
+    parser.add_argument("--deltas", type=int, default=10, help="text deltas of a text answer")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     parser.add_argument(
         "--profile",

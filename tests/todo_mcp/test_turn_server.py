@@ -16,11 +16,13 @@ from collections.abc import AsyncIterator
 import httpx2
 import mcp_types
 import pytest
+from agents import FunctionTool
+from agents.tool_context import ToolContext
 
 from app.auth.shared_secret import SharedSecretVerifier
 from app.net import outbound_transport
 from app.tools import McpConnector
-from app.tools.mcp_connection import McpSessionExpired, mcp_tool_failure
+from app.tools.mcp_connection import McpSessionExpired, TurnMcpServer, mcp_tool_failure
 from tests.todo_mcp.conftest import MCP_TIMEOUT, new_user
 from tests.todo_mcp.live_server import LiveServer
 from tests.todo_mcp.mcp_calls import structured
@@ -162,3 +164,35 @@ async def test_a_session_opened_by_a_tool_task_is_closed_by_the_turn(
     assert [task["title"] for task in structured(await second)["tasks"]] == ["from a task"]
     await turn.cleanup()  # the session's task group is left in the task that entered it
     await turn.cleanup()  # and twice is harmless
+
+
+async def test_function_tools_are_built_once_and_call_the_running_turn(
+    counted: tuple[McpConnector, CountingTransport], verifier: SharedSecretVerifier
+) -> None:
+    connector, _ = counted
+    alice, bob = new_user(), new_user()
+    turns = [connector.turn_server(verifier.mint(user)) for user in (alice, bob)]
+    for turn in turns:
+        await turn.connect()
+    tools = turns[0].function_tools()
+    assert tools is turns[1].function_tools()  # the same objects for every turn
+    add = next(tool for tool in tools if tool.name == "add_task")
+
+    async def add_as(turn: TurnMcpServer, title: str) -> None:
+        with turn.running():
+            await asyncio.create_task(turn_call(add, title))
+
+    await add_as(turns[0], "alice's")
+    await add_as(turns[1], "bob's")
+    for turn, expected in zip(turns, ["alice's", "bob's"], strict=True):
+        listed = structured(await turn.call_tool("list_tasks", {}))
+        assert [task["title"] for task in listed["tasks"]] == [expected]
+        await turn.cleanup()
+
+
+async def turn_call(tool: FunctionTool, title: str) -> object:
+    """Invoke a function tool the way the agents SDK does (a tool context, JSON arguments)."""
+    context = ToolContext(
+        context=None, tool_name=tool.name, tool_call_id="call_1", tool_arguments="{}"
+    )
+    return await tool.on_invoke_tool(context, json.dumps({"title": title}))
