@@ -42,9 +42,15 @@ async def test_openai_when_a_base_url_or_key_is_set(
         assert choice.provider == "openai" and isinstance(choice.model, model_type)
         assert choice.client is not None and choice.client.max_retries == 2
         assert choice.client.timeout == 7
-        assert isinstance(choice.titles, ModelTitles)
+        # By default a title costs no model request (issue 10): the first words.
+        assert isinstance(choice.titles, FirstWordsTitles)
     finally:
         await choice.aclose()
+    titled = build_model(
+        settings(tmp_path, openai_base_url="http://127.0.0.1:9/v1", thread_titles="model")
+    )
+    assert isinstance(titled.titles, ModelTitles)
+    await titled.aclose()
     keyed = build_model(settings(tmp_path, openai_api_key="sk-test", thread_titles="off"))
     assert keyed.provider == "openai" and keyed.titles is None
     await keyed.aclose()
