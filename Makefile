@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 USER ?= demo
 
-.PHONY: install run test test-fast lint format token bench load lock clean
+.PHONY: install run test test-fast lint format token bench load load-streams lock clean
 
 install: $(STAMP)
 
@@ -48,6 +48,10 @@ bench: install
 
 load: install
 	$(BIN)/python -m tests.load.load_test
+
+# 1,000 simultaneous 30-delta streams on one process (STREAMS=<n> for another count).
+load-streams: install
+	$(BIN)/python -m tests.load.many_streams $(if $(STREAMS),--streams $(STREAMS))
 
 lock:
 	$(UV) pip compile pyproject.toml --generate-hashes --python-version 3.11 -q -o requirements.lock

@@ -106,6 +106,9 @@ class Admission:
         self._policy = policy
         # Releases that failed and are retried in the background (kept so they are not lost).
         self._retrying: set[asyncio.Task[None]] = set()
+        # The claims of the turns running now, all renewed together by one task.
+        self._live: set[TurnClaims] = set()
+        self._renewer: asyncio.Task[None] | None = None
 
     @asynccontextmanager
     async def admit(self, request: ChatKitReq, caller: RequestContext) -> AsyncIterator[Ticket]:
@@ -167,21 +170,27 @@ class Admission:
             logger.info("limit.exceeded", extra={"reason": str(exc)})
             raise RateLimitedError(str(exc), retry_after=exc.retry_after) from None
         stack.push_async_callback(self._release, self._usage.release_turn, claims)
-        renewer = asyncio.create_task(self._renew(claims))
-        stack.push_async_callback(_cancel, renewer)
+        self._live.add(claims)
+        stack.callback(self._live.discard, claims)  # runs before the release above
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self._renew())
         # Closed first when the stream ends: nothing of the turn runs once its claims are gone.
         turn_end = TurnEnd()
         stack.push_async_callback(_shielded, turn_end.close)
         # The turn reads its history, then the SDK reads the newest items again: once is enough.
         return dataclasses.replace(caller, turn_end=turn_end, recent_items=RecentItems())
 
-    async def _renew(self, claims: TurnClaims) -> None:
-        """Keep the answer's claims alive while it runs; a crashed process stops renewing."""
+    async def _renew(self) -> None:
+        """Keep running answers' claims alive, all in one statement every third of the lease;
+        a crashed process stops renewing and its claims lapse. Ends when no answer runs."""
         every = self._policy.lease_seconds / 3
-        while True:
+        while self._live:
             await asyncio.sleep(every)
+            live = list(self._live)
+            if not live:
+                break
             try:
-                await self._usage.renew_turn(claims, lease_seconds=self._policy.lease_seconds)
+                await self._usage.renew_turns(live, lease_seconds=self._policy.lease_seconds)
             except Exception as exc:
                 logger.warning("limit.renew_failed", extra={"error": type(exc).__name__})
 
@@ -216,6 +225,8 @@ class Admission:
             await asyncio.wait(set(self._retrying), timeout=2)
         for task in self._retrying:
             task.cancel()
+        if self._renewer is not None:
+            await _cancel(self._renewer)
 
 
 async def _shielded(close: Callable[[], Awaitable[None]]) -> None:

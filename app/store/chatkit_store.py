@@ -38,12 +38,13 @@ from sqlalchemy import (
     ColumnElement,
     CursorResult,
     Executable,
+    Integer,
     Table,
     and_,
+    bindparam,
     delete,
     exists,
     func,
-    literal,
     or_,
     select,
 )
@@ -195,6 +196,51 @@ def new_thread_id() -> str:
     return new_item_id("thread")
 
 
+class _HotStatements:
+    """The statements every turn runs, built once with bound parameters: no statement objects
+    and cache keys to make on each call (half a millisecond each, several per turn)."""
+
+    def __init__(self, insert: Any) -> None:
+        thread = insert(_threads).values(
+            id=bindparam("id"),
+            user_id=bindparam("user_id"),
+            created_at=bindparam("created_at"),
+            updated_at=bindparam("updated_at"),
+            data=bindparam("data"),
+        )
+        self.save_thread: Executable = thread.on_conflict_do_update(
+            index_elements=[_threads.c.id],
+            set_={"data": thread.excluded.data, "updated_at": thread.excluded.updated_at},
+            # An id that belongs to another user is not touched (no row: ThreadGoneError).
+            where=_threads.c.user_id == thread.excluded.user_id,
+        )
+        self.load_thread: Executable = select(_threads.c.data, _threads.c.created_at).where(
+            _threads.c.id == bindparam("id"), _threads.c.user_id == bindparam("user_id")
+        )
+        # Written only into a thread of the caller's (checked in the same statement); the same
+        # id again (client tool output, workflows, retries) replaces the JSON in place.
+        names = ("id", "thread_id", "user_id", "type", "created_at", "data")
+        owned_thread = exists().where(
+            _threads.c.id == bindparam("thread_id"), _threads.c.user_id == bindparam("user_id")
+        )
+        item_row = select(*(bindparam(name, type_=_items.c[name].type) for name in names))
+        item = insert(_items).from_select(list(names), item_row.where(owned_thread))
+        self.upsert_item: Executable = item.on_conflict_do_update(
+            index_elements=[_items.c.thread_id, _items.c.id],
+            set_={"data": item.excluded.data, "type": item.excluded.type},
+            where=_items.c.user_id == item.excluded.user_id,
+        )
+        owned_items = select(_items.c.id, _items.c.data, _items.c.created_at).where(
+            _items.c.thread_id == bindparam("thread_id"),
+            _items.c.user_id == bindparam("user_id"),
+        )
+        limit = bindparam("limit", type_=Integer())
+        self.newest_items: Executable = owned_items.order_by(*_order_by(_items, "desc")).limit(
+            limit
+        )
+        self.oldest_items: Executable = owned_items.order_by(*_order_by(_items, "asc")).limit(limit)
+
+
 # How a stored attachment is shown to its owner (e.g. a fresh signed preview link).
 AttachmentView = Callable[[Attachment, RequestContext], Awaitable[Attachment]]
 
@@ -212,6 +258,7 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
         dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
         self._insert = dialect.insert
         self._attachment_view = attachment_view
+        self._hot = _HotStatements(dialect.insert)
 
     async def _present(self, item: ThreadItem, context: RequestContext) -> ThreadItem:
         """A loaded item as its owner sees it: attachments through the attachment view."""
@@ -233,12 +280,14 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
         except SQLAlchemyError as exc:
             raise _write_failed(operation, exc) from None
 
-    async def _write_one(self, operation: str, statement: Executable) -> CursorResult[Any]:
+    async def _write_one(
+        self, operation: str, statement: Executable, values: dict[str, Any] | None = None
+    ) -> CursorResult[Any]:
         """One write statement on its own (atomic by itself); failures as in `_writing`."""
 
         async def run() -> CursorResult[Any]:
             async with self._autocommit.begin() as conn:
-                return await conn.execute(statement)
+                return await conn.execute(statement, values)
 
         try:
             return await once_more_if_disconnected(run)
@@ -263,9 +312,7 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
         async with self._autocommit.connect() as conn:
             row = (
                 await conn.execute(
-                    select(_threads.c.data, _threads.c.created_at).where(
-                        _threads.c.id == thread_id, _threads.c.user_id == context.user_id
-                    )
+                    self._hot.load_thread, {"id": thread_id, "user_id": context.user_id}
                 )
             ).first()
         if row is None:
@@ -276,19 +323,14 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
         _known_ids(thread.id)
         now = _utcnow()
         created_at = _column_time(thread.created_at)
-        statement = self._insert(_threads).values(
-            id=thread.id,
-            user_id=context.user_id,
-            created_at=created_at,
-            updated_at=now,
-            data=_thread_json(thread, created_at),
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=[_threads.c.id],
-            set_={"data": statement.excluded.data, "updated_at": now},
-            where=_threads.c.user_id == statement.excluded.user_id,
-        )
-        result = await self._write_one("save_thread", statement)
+        values = {
+            "id": thread.id,
+            "user_id": context.user_id,
+            "created_at": created_at,
+            "updated_at": now,
+            "data": _thread_json(thread, created_at),
+        }
+        result = await self._write_one("save_thread", self._hot.save_thread, values)
         if result.rowcount == 0:  # the id belongs to another user
             raise ThreadGoneError(thread.id)
 
@@ -341,8 +383,22 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
         if recent is not None and known is not None:
             more = len(recent.items) > len(known) or not recent.complete
             return Page(data=known, has_more=more, after=known[-1].id if more and known else None)
-        owned = and_(_items.c.thread_id == thread_id, _items.c.user_id == context.user_id)
-        rows, has_more = await self._page_rows(_items, owned, after, limit, order, "Item")
+        if after is None:  # a turn's history, the newest items of a page
+            async with self._autocommit.connect() as conn:
+                found = (
+                    await conn.execute(
+                        self._hot.newest_items if order == "desc" else self._hot.oldest_items,
+                        {
+                            "thread_id": thread_id,
+                            "user_id": context.user_id,
+                            "limit": clamp_limit(limit) + 1,
+                        },
+                    )
+                ).all()
+            rows, has_more = found[: clamp_limit(limit)], len(found) > clamp_limit(limit)
+        else:
+            owned = and_(_items.c.thread_id == thread_id, _items.c.user_id == context.user_id)
+            rows, has_more = await self._page_rows(_items, owned, after, limit, order, "Item")
         page: Page[ThreadItem] = Page(
             data=[
                 await self._present(_item_from_row(row.data, row.created_at), context)
@@ -394,14 +450,6 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
     async def _upsert_item(self, thread_id: str, item: ThreadItem, context: RequestContext) -> None:
         _known_ids(thread_id, item.id)
         created_at = _column_time(item.created_at)
-        statement = self._insert(_items).values(
-            id=item.id,
-            thread_id=thread_id,
-            user_id=context.user_id,
-            type=item.type,
-            created_at=created_at,
-            data=_item_json(item, created_at),
-        )
         values = {
             "id": item.id,
             "thread_id": thread_id,
@@ -410,22 +458,9 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
             "created_at": created_at,
             "data": _item_json(item, created_at),
         }
-        # One statement: written only into a thread of the caller's (checked in the same
-        # statement), and the same id again (client tool output, workflows, retries) replaces
-        # the JSON in place.
-        owned_thread = exists().where(
-            _threads.c.id == thread_id, _threads.c.user_id == context.user_id
-        )
-        rows = select(*(literal(value, _items.c[name].type) for name, value in values.items()))
-        statement = self._insert(_items).from_select(list(values), rows.where(owned_thread))
-        statement = statement.on_conflict_do_update(
-            index_elements=[_items.c.thread_id, _items.c.id],
-            set_={"data": statement.excluded.data, "type": statement.excluded.type},
-            where=_items.c.user_id == statement.excluded.user_id,
-        )
         if context.recent_items is not None:
             context.recent_items.forget()
-        result = await self._write_one("save_item", statement)
+        result = await self._write_one("save_item", self._hot.upsert_item, values)
         if result.rowcount == 0:
             async with self._autocommit.connect() as conn:
                 try:

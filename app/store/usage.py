@@ -12,6 +12,7 @@ really taken. A slot's `started_at` tells this holder from a later one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import time
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, delete, func, select, text, update
+from sqlalchemy import Table, TextClause, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -132,33 +133,54 @@ _COUNT_SQL = """, counted AS (
     WHERE user_id = :user_id AND kind = 'turns' AND window_start < :window_start
       AND EXISTS (SELECT 1 FROM counted WHERE count = 1)
 )"""
-_RELEASE_SQL = """
+_RELEASE_SQL = text("""
 WITH slot AS (
     DELETE FROM stream_leases WHERE id = :stream_slot AND started_at = :started_at
 )
 DELETE FROM thread_turns WHERE thread_id = :thread_id AND lease_id = :thread_lease
-"""
-_RENEW_SQL = """
+""")
+_RENEW_SQL = text("""
 WITH slot AS (
     UPDATE stream_leases SET expires_at = :expires_at
     WHERE id = :stream_slot AND started_at = :started_at
 )
 UPDATE thread_turns SET expires_at = :expires_at
 WHERE thread_id = :thread_id AND lease_id = :thread_lease
-"""
-_ACTIVE_SLOTS_SQL = """
+""")
+_RENEW_MANY_SQL = text("""
+WITH held AS (
+    SELECT * FROM unnest(
+        CAST(:thread_ids AS VARCHAR[]),
+        CAST(:thread_leases AS VARCHAR[]),
+        CAST(:stream_slots AS VARCHAR[]),
+        CAST(:started_ats AS TIMESTAMP[])
+    ) AS held(thread_id, thread_lease, stream_slot, started_at)
+), slots AS (
+    UPDATE stream_leases SET expires_at = :expires_at
+    FROM held
+    WHERE stream_leases.id = held.stream_slot AND stream_leases.started_at = held.started_at
+)
+UPDATE thread_turns SET expires_at = :expires_at
+FROM held
+WHERE thread_turns.thread_id = held.thread_id AND thread_turns.lease_id = held.thread_lease
+""")
+_ACTIVE_SLOTS_SQL = text("""
 SELECT count(*) AS active, min(expires_at) AS first_expiry FROM stream_leases
 WHERE user_id = :user_id AND expires_at >= :now
-"""
+""")
 
 
-def _admit_sql(*, stream_limit: int, turns_limit: int) -> str:
-    count = _COUNT_SQL.format(after="slot" if stream_limit else "claim") if turns_limit else ""
-    return _ADMIT_SQL.format(
-        slot=_SLOT_SQL if stream_limit else "",
-        count=count,
-        slot_result="(SELECT id FROM slot)" if stream_limit else "NULL",
-        count_result="(SELECT count FROM counted)" if turns_limit else "NULL",
+@functools.cache
+def _admit_statement(*, streams: bool, turns: bool) -> TextClause:
+    """The admission statement with the limits that are on (one of four, built once)."""
+    count = _COUNT_SQL.format(after="slot" if streams else "claim") if turns else ""
+    return text(
+        _ADMIT_SQL.format(
+            slot=_SLOT_SQL if streams else "",
+            count=count,
+            slot_result="(SELECT id FROM slot)" if streams else "NULL",
+            count_result="(SELECT count FROM counted)" if turns else "NULL",
+        )
     )
 
 
@@ -235,7 +257,7 @@ class UsageStore:
             parameters["stream_limit"] = stream_limit
         if turns_limit:
             parameters["window_start"] = _window_start(time.time())
-        statement = text(_admit_sql(stream_limit=stream_limit, turns_limit=turns_limit))
+        statement = _admit_statement(streams=bool(stream_limit), turns=bool(turns_limit))
         async with self._autocommit.begin() as conn:
             row = (await conn.execute(statement, parameters)).one()
         if row.thread_lease != thread_lease:
@@ -249,7 +271,7 @@ class UsageStore:
         async with self._autocommit.begin() as conn:
             await self._release(conn, claims)
             row = (
-                await conn.execute(text(_ACTIVE_SLOTS_SQL), {"user_id": claims.user_id, "now": now})
+                await conn.execute(_ACTIVE_SLOTS_SQL, {"user_id": claims.user_id, "now": now})
             ).one()
         return int(row.active or 0), row.first_expiry
 
@@ -265,7 +287,7 @@ class UsageStore:
     async def _release(self, conn: AsyncConnection, claims: TurnClaims) -> None:
         if self._postgres:
             await conn.execute(
-                text(_RELEASE_SQL),
+                _RELEASE_SQL,
                 {
                     "stream_slot": claims.stream_slot,
                     "started_at": claims.started_at,
@@ -283,13 +305,29 @@ class UsageStore:
             )
         )
 
+    async def renew_turns(self, live: list[TurnClaims], *, lease_seconds: int) -> None:
+        """Push back the expiry of every claim in `live` (one statement on Postgres)."""
+        if not self._postgres:
+            for claims in live:
+                await self.renew_turn(claims, lease_seconds=lease_seconds)
+            return
+        parameters = {
+            "expires_at": _now() + timedelta(seconds=lease_seconds),
+            "thread_ids": [claims.thread_id for claims in live],
+            "thread_leases": [claims.thread_lease for claims in live],
+            "stream_slots": [claims.stream_slot for claims in live],
+            "started_ats": [claims.started_at for claims in live],
+        }
+        async with self._autocommit.begin() as conn:
+            await conn.execute(_RENEW_MANY_SQL, parameters)
+
     async def renew_turn(self, claims: TurnClaims, *, lease_seconds: int) -> None:
         """Push back the expiry of a running answer's thread claim and stream slot."""
         expires_at = _now() + timedelta(seconds=lease_seconds)
         async with self._autocommit.begin() as conn:
             if self._postgres:
                 await conn.execute(
-                    text(_RENEW_SQL),
+                    _RENEW_SQL,
                     {
                         "expires_at": expires_at,
                         "stream_slot": claims.stream_slot,

@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import time
+import tracemalloc
 from collections import Counter
 from typing import Any
 
@@ -63,6 +64,13 @@ def _gc_timer(phase: str, info: dict[str, int]) -> None:
 def _dump(path: str) -> None:
     global _dumps
     _dumps += 1
+    if os.environ.get("PROBE_TRACEMALLOC"):
+        # Traced from the first dump on (tracing the imports would make startup crawl); then a
+        # snapshot per dump, to compare.
+        if tracemalloc.is_tracing():
+            tracemalloc.take_snapshot().dump(f"{path}.tracemalloc.{_dumps}")
+        else:
+            tracemalloc.start(10)
     temporary = f"{path}.tmp"
     with open(temporary, "w") as out:
         json.dump({"seq": _dumps, "counts": dict(_counts), "gc": dict(_gc_seconds)}, out)

@@ -172,3 +172,29 @@ async def test_concurrent_admissions_never_exceed_the_stream_limit(
     assert sum(results) == limit
     active = await rows(engine, "SELECT id FROM stream_leases WHERE user_id = :u", u=user)
     assert len(active) == limit
+
+
+async def test_running_turns_are_renewed_together(usage: UsageStore, engine: AsyncEngine) -> None:
+    users = [new_id("user") for _ in range(3)]
+    live = [
+        await usage.admit_turn(
+            thread_id=new_id("thr"),
+            user_id=user,
+            lease_seconds=10,
+            stream_limit=1 if index else 0,  # one without a stream slot
+            turns_limit=0,
+        )
+        for index, user in enumerate(users)
+    ]
+    await usage.renew_turns(live, lease_seconds=600)
+    horizon = datetime.now(UTC).replace(tzinfo=None) + timedelta(seconds=500)
+    for claims in live:
+        (turn,) = await rows(
+            engine, "SELECT expires_at FROM thread_turns WHERE thread_id = :t", t=claims.thread_id
+        )
+        assert as_time(turn[0]) > horizon
+        if claims.stream_slot is not None:
+            (slot,) = await rows(
+                engine, "SELECT expires_at FROM stream_leases WHERE id = :s", s=claims.stream_slot
+            )
+            assert as_time(slot[0]) > horizon

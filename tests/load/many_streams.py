@@ -1,0 +1,419 @@
+"""Many simultaneous streams on one server process: `python -m tests.load.many_streams`.
+
+Starts a throwaway Postgres, the fake model in a process of its own (so it does not share this
+process's interpreter with the clients) and one server process with every limit at its default
+(MAX_CONCURRENT_TURNS=64, TURN_QUEUE_SECONDS=60, a pool of 20+20). Then N users (default 1,000)
+each start a new thread at the same moment; the model answers each with 30 text deltas.
+
+Two phases:
+1. held: the model holds every answer for the first seconds of the phase (`--hold`, long
+   enough for all N streams to open), then answers at once. Measures the server's resident
+   memory once all N streams are open (VmRSS from /proc, minus the same figure before the
+   phase): each has its thread and message, and waits for the model or for a model slot.
+2. burst: N more streams at once, the model answering without delay. Measures time to the
+   first byte and to the first text delta, p50 and p99.
+
+Both phases require: every stream 200, no error event, 30 deltas in each, `thread.created`
+then the user's item as the first two events (before any wait for a model slot); a pool that
+ran dry would fail requests, so it is covered, and its checked-out gauge is reported (sampled).
+Every event is validated with chatkit's types after the run. Exits 1 when a check fails.
+
+    python -m tests.load.many_streams [--streams 1000] [--deltas 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import secrets
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import asyncpg
+import httpx2
+from chatkit.types import ThreadStreamEvent
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import TypeAdapter
+
+from app.auth.shared_secret import SharedSecretVerifier
+from tests.e2e.harness import ServerProcess, text_input
+from tests.fake_llm import FakeLLM, RecordedRequest, Reply
+from tests.pg_cluster import start_cluster
+
+DELTA_MARK = b'"assistant_message.content_part.text_delta"'
+PROBE = Path(__file__).parents[1] / "bench" / "server_probe.py"
+_event_adapter: TypeAdapter[ThreadStreamEvent] = TypeAdapter(ThreadStreamEvent)
+
+
+# ------------------------------------------------------------------ the model, in its own process
+
+
+def _serve_fake(deltas: int, hold_file: str, pipe: Connection) -> None:
+    """The fake model: `deltas` pieces of text, each answer held until the time in `hold_file`."""
+    chunks = [f"w{index} " for index in range(deltas)]
+    hold = Path(hold_file)
+
+    def responder(request: RecordedRequest) -> Reply:
+        return Reply.text_chunks(chunks, delay_before=_hold_seconds(hold))
+
+    with FakeLLM() as fake:
+        fake.responder = responder
+        pipe.send(fake.base_url)
+        pipe.recv()  # until told to stop
+
+
+def _hold_seconds(hold: Path) -> float:
+    """How long to hold an answer: until the time written in the hold file."""
+    try:
+        until = float(hold.read_text() or "0")
+    except (OSError, ValueError):
+        return 0.0
+    return max(0.0, until - time.time())
+
+
+# ------------------------------------------------------------------ one stream
+
+
+@dataclass
+class StreamOutcome:
+    status: int | None = None
+    first_byte: float | None = None
+    first_delta: float | None = None
+    opened: float | None = None  # thread.created received
+    ended: float | None = None
+    frames: list[bytes] = field(default_factory=list)
+    error: str | None = None
+
+
+async def one_stream(
+    http: httpx2.AsyncClient, url: str, token: str, text: str, outcome: StreamOutcome
+) -> None:
+    body = json.dumps({"type": "threads.create", "params": {"input": text_input(text)}})
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    started = time.perf_counter()
+    buffer = b""
+    try:
+        async with http.stream("POST", url, content=body, headers=headers) as response:
+            outcome.status = response.status_code
+            async for chunk in response.aiter_bytes():
+                now = time.perf_counter() - started
+                if outcome.first_byte is None:
+                    outcome.first_byte = now
+                buffer += chunk
+                while b"\n\n" in buffer:
+                    frame, buffer = buffer.split(b"\n\n", 1)
+                    outcome.frames.append(frame)
+                    if outcome.opened is None and b'"thread.created"' in frame:
+                        outcome.opened = now
+                    if outcome.first_delta is None and DELTA_MARK in frame:
+                        outcome.first_delta = now
+    except Exception as exc:  # a dropped connection is an outcome to report, not to raise
+        outcome.error = f"{type(exc).__name__}: {exc}"
+    outcome.ended = time.perf_counter() - started
+
+
+def check(outcome: StreamOutcome, deltas: int) -> str | None:
+    """What is wrong with one stream, validating every event; None when it is fine."""
+    if outcome.error:
+        return outcome.error
+    if outcome.status != 200:
+        return f"status {outcome.status}"
+    events = []
+    for frame in outcome.frames:
+        if not frame.startswith(b"data: "):
+            return f"frame without data: {frame[:80]!r}"
+        events.append(_event_adapter.validate_json(frame[6:]))
+    types = [event.type for event in events]
+    if "error" in types:
+        return "error event: " + str(next(e for e in events if e.type == "error"))
+    if types[:2] != ["thread.created", "thread.item.done"]:
+        return f"first events {types[:3]}"
+    got = sum(
+        1
+        for event in events
+        if event.type == "thread.item.updated"
+        and event.update.type == "assistant_message.content_part.text_delta"
+    )
+    if got != deltas:
+        return f"{got} deltas, not {deltas}"
+    return None
+
+
+# ------------------------------------------------------------------ what the server uses
+
+
+class Probe:
+    """Reads the probe's figures (time in the garbage collector) from the server process."""
+
+    def __init__(self, pid: int, path: Path) -> None:
+        self._pid, self._path, self._seen = pid, path, 0
+
+    async def gc_seconds(self) -> float:
+        self._seen += 1
+        os.kill(self._pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                data = json.loads(self._path.read_text())
+                if data["seq"] >= self._seen:
+                    return float(sum(data.get("gc", {}).values()))
+            except (FileNotFoundError, ValueError):
+                pass
+            await asyncio.sleep(0.02)
+        raise RuntimeError("the probe wrote nothing")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def gauge(base_url: str, name: str) -> float:
+    text = httpx2.get(f"{base_url}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
+
+
+@dataclass
+class PhaseReport:
+    name: str
+    streams: int
+    seconds: float
+    failures: Counter[str]
+    first_byte: list[float]
+    first_delta: list[float]
+    pool_peak: float
+    pool_limit: float
+    rss_before_kib: int | None = None
+    rss_all_open_kib: int | None = None
+    gc_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+
+    def render(self) -> list[str]:
+        def pct(values: list[float], p: float) -> float:
+            ordered = sorted(values)
+            return ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))] * 1000
+
+        lines = [
+            f"{self.name}: {self.streams} streams in {self.seconds:.1f} s, "
+            f"{sum(self.failures.values())} failed",
+        ]
+        for reason, count in self.failures.most_common(5):
+            lines.append(f"  {count} x {reason[:200]}")
+        if self.first_byte:
+            lines.append(
+                f"  first byte   p50 {pct(self.first_byte, 0.5):8.1f} ms   "
+                f"p99 {pct(self.first_byte, 0.99):8.1f} ms"
+            )
+        if self.first_delta:
+            lines.append(
+                f"  first delta  p50 {pct(self.first_delta, 0.5):8.1f} ms   "
+                f"p99 {pct(self.first_delta, 0.99):8.1f} ms"
+            )
+        lines.append(
+            f"  database pool: at most {self.pool_peak:.0f} of {self.pool_limit:.0f} "
+            "connections checked out"
+        )
+        lines.append(
+            f"  server CPU {self.cpu_seconds:.1f} s ({1000 * self.cpu_seconds / self.streams:.0f} "
+            f"ms per stream, {100 * self.cpu_seconds / self.seconds:.0f} % of a core), of which "
+            f"{self.gc_seconds:.1f} s in the garbage collector"
+        )
+        if self.rss_before_kib is not None and self.rss_all_open_kib is not None:
+            per_stream = (self.rss_all_open_kib - self.rss_before_kib) / self.streams
+            lines.append(
+                f"  resident memory: {self.rss_before_kib / 1024:.1f} MiB before, "
+                f"{self.rss_all_open_kib / 1024:.1f} MiB with all {self.streams} streams open: "
+                f"{per_stream:.1f} KiB per open stream"
+            )
+        return lines
+
+    @property
+    def passed(self) -> bool:
+        # A pool that runs dry fails requests (503 after DATABASE_POOL_TIMEOUT): no failure, no
+        # dry pool. All connections in use at a peak is only the pool doing its job.
+        return not self.failures
+
+
+async def run_phase(
+    name: str,
+    *,
+    server: ServerProcess,
+    tokens: list[str],
+    deltas: int,
+    hold_file: Path | None,
+    probe: Probe,
+) -> PhaseReport:
+    assert server.process is not None
+    pid = server.process.pid
+    gc_before = await probe.gc_seconds()
+    cpu_before = cpu_seconds(pid)
+    url = f"{server.base_url}/api/chatkit"
+    outcomes = [StreamOutcome() for _ in tokens]
+    pool_limit = gauge(server.base_url, "chatkit_db_pool_limit")
+    pool_peak = 0.0
+    rss_before = rss_kib(pid) if hold_file is not None else None
+    rss_all_open: int | None = None
+    limits = httpx2.Limits(max_connections=len(tokens) + 10, max_keepalive_connections=0)
+    started = time.perf_counter()
+    async with httpx2.AsyncClient(timeout=300, limits=limits) as http:
+        tasks = [
+            asyncio.create_task(one_stream(http, url, token, f"hello {index}", outcome))
+            for index, (token, outcome) in enumerate(zip(tokens, outcomes, strict=True))
+        ]
+        while not all(task.done() for task in tasks):
+            await asyncio.sleep(0.2)
+            try:
+                checked_out = await asyncio.to_thread(
+                    gauge, server.base_url, "chatkit_db_pool_checked_out"
+                )
+            except httpx2.HTTPError:
+                checked_out = 0.0  # a busy server may not answer a scrape in time: try again
+            pool_peak = max(pool_peak, checked_out)
+            all_open = all(outcome.opened is not None for outcome in outcomes)
+            if hold_file is not None and rss_all_open is None and all_open:
+                # Every stream is open and waiting: this is what N open streams weigh.
+                rss_all_open = rss_kib(pid)
+                await probe.gc_seconds()  # with PROBE_TRACEMALLOC set: what holds the memory
+        await asyncio.gather(*tasks)
+    seconds = time.perf_counter() - started
+    gc_seconds = await probe.gc_seconds() - gc_before
+    cpu_used = cpu_seconds(pid) - cpu_before
+    failures: Counter[str] = Counter()
+    for outcome in outcomes:
+        problem = check(outcome, deltas)
+        if problem:
+            failures[problem] += 1
+    if hold_file is not None and rss_all_open is None:
+        failures["the streams were never all open at once"] += 1
+    return PhaseReport(
+        name,
+        len(tokens),
+        seconds,
+        failures,
+        [o.first_byte for o in outcomes if o.first_byte is not None],
+        [o.first_delta for o in outcomes if o.first_delta is not None],
+        pool_peak,
+        pool_limit,
+        rss_before,
+        rss_all_open,
+        gc_seconds,
+        cpu_used,
+    )
+
+
+async def main(args: argparse.Namespace) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="chatkit-streams-"))
+    hold_file = workdir / "hold"
+    cluster = start_cluster()
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    fake = context.Process(
+        target=_serve_fake, args=(args.deltas, str(hold_file), theirs), daemon=True
+    )
+    fake.start()
+    server: ServerProcess | None = None
+    reports: list[PhaseReport] = []
+    try:
+        base_url = ours.recv()
+        admin = await asyncpg.connect(cluster.socket_dsn())
+        await admin.execute("CREATE DATABASE streams")
+        await admin.close()
+        secret = secrets.token_urlsafe(48)
+        minter = SharedSecretVerifier(secret)
+        server = ServerProcess(
+            env={
+                "DATABASE_URL": cluster.url("streams"),
+                "AUTH_JWT_SECRET": secret,
+                "OPENAI_BASE_URL": base_url,
+                "OPENAI_API_KEY": "load",
+                "DATA_DIR": str(workdir),
+                "LOG_LEVEL": "WARNING",
+            },
+            log_path=workdir / "server.log",
+            # The bench's probe: `python -m app` that also times the garbage collector.
+            argv=[str(PROBE), str(workdir / "probe.json")],
+        )
+        server.start()
+        assert server.process is not None
+        probe = Probe(server.process.pid, workdir / "probe.json")
+        warm = [minter.mint(f"warm-{index}") for index in range(5)]
+        await run_phase(
+            "warm-up", server=server, tokens=warm, deltas=args.deltas, hold_file=None, probe=probe
+        )
+        hold_file.write_text(str(time.time() + args.hold))
+        held = [minter.mint(f"held-{index}") for index in range(args.streams)]
+        reports.append(
+            await run_phase(
+                "held (all open, then answered)",
+                server=server,
+                tokens=held,
+                deltas=args.deltas,
+                hold_file=hold_file,
+                probe=probe,
+            )
+        )
+        hold_file.unlink()
+        burst = [minter.mint(f"burst-{index}") for index in range(args.streams)]
+        reports.append(
+            await run_phase(
+                "burst (answered at once)",
+                server=server,
+                tokens=burst,
+                deltas=args.deltas,
+                hold_file=None,
+                probe=probe,
+            )
+        )
+    finally:
+        if server is not None:
+            server.stop()
+        ours.send("stop")
+        fake.join(10)
+        cluster.destroy()
+    print(
+        f"{args.streams} simultaneous streams of {args.deltas} deltas, one server process, "
+        "limits at their defaults"
+    )
+    for report in reports:
+        print("\n".join(report.render()))
+    passed = all(report.passed for report in reports)
+    print("PASSED" if passed else "FAILED")
+    return 0 if passed else 1
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--streams", type=int, default=1000, help="streams at once (1000)")
+    parser.add_argument("--deltas", type=int, default=30, help="text deltas per answer (30)")
+    parser.add_argument(
+        "--hold",
+        type=float,
+        default=15.0,
+        help="seconds the model holds the first phase's answers while the streams open (15)",
+    )
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(parse_args())))
