@@ -6,12 +6,13 @@ process's interpreter with the clients) and one server process with every limit 
 each start a new thread at the same moment; the model answers each with 30 text deltas.
 
 Two phases:
-1. held: the model holds every answer for the first seconds of the phase (`--hold`, long
-   enough for all N streams to open), then answers at once. Measures the server's resident
-   memory once all N streams are open (VmRSS from /proc, minus the same figure before the
-   phase): each has its thread and message, and waits for the model or for a model slot.
-2. burst: N more streams at once, the model answering without delay. Measures time to the
-   first byte and to the first text delta, p50 and p99.
+1. burst: N streams at once, the model answering without delay. Measures time to the first
+   byte and to the first text delta, p50 and p99.
+2. held: N more streams, the model holding every answer for the first seconds of the phase
+   (`--hold`, long enough for all N streams to open), then answering at once. Measures the
+   server's resident memory once all N streams are open (VmRSS from /proc), against the idle
+   process after the first phase (its heap at working size) and against the fresh process:
+   each stream has its thread and message, and waits for the model or for a model slot.
 
 Both phases require: every stream 200, no error event, 30 deltas in each, `thread.created`
 then the user's item as the first two events (before any wait for a model slot); a pool that
@@ -208,6 +209,8 @@ class PhaseReport:
     rss_all_open_kib: int | None = None
     gc_seconds: float = 0.0
     cpu_seconds: float = 0.0
+    others_cpu: dict[str, float] = field(default_factory=dict)
+    rss_fresh_kib: int | None = None
 
     def render(self) -> list[str]:
         def pct(values: list[float], p: float) -> float:
@@ -239,13 +242,24 @@ class PhaseReport:
             f"ms per stream, {100 * self.cpu_seconds / self.seconds:.0f} % of a core), of which "
             f"{self.gc_seconds:.1f} s in the garbage collector"
         )
+        if self.others_cpu:
+            lines.append(
+                "  CPU of the rest: "
+                + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.others_cpu.items())
+            )
         if self.rss_before_kib is not None and self.rss_all_open_kib is not None:
             per_stream = (self.rss_all_open_kib - self.rss_before_kib) / self.streams
             lines.append(
-                f"  resident memory: {self.rss_before_kib / 1024:.1f} MiB before, "
+                f"  resident memory: {self.rss_before_kib / 1024:.1f} MiB idle before the phase, "
                 f"{self.rss_all_open_kib / 1024:.1f} MiB with all {self.streams} streams open: "
                 f"{per_stream:.1f} KiB per open stream"
             )
+            if self.rss_fresh_kib is not None:
+                fresh = (self.rss_all_open_kib - self.rss_fresh_kib) / self.streams
+                lines.append(
+                    f"  (against the fresh process before any load, "
+                    f"{self.rss_fresh_kib / 1024:.1f} MiB: {fresh:.1f} KiB per open stream)"
+                )
         return lines
 
     @property
@@ -263,11 +277,13 @@ async def run_phase(
     deltas: int,
     hold_file: Path | None,
     probe: Probe,
+    others: dict[str, int] | None = None,
 ) -> PhaseReport:
     assert server.process is not None
     pid = server.process.pid
     gc_before = await probe.gc_seconds()
     cpu_before = cpu_seconds(pid)
+    others_before = {name: cpu_seconds(other) for name, other in (others or {}).items()}
     url = f"{server.base_url}/api/chatkit"
     outcomes = [StreamOutcome() for _ in tokens]
     pool_limit = gauge(server.base_url, "chatkit_db_pool_limit")
@@ -299,6 +315,9 @@ async def run_phase(
     seconds = time.perf_counter() - started
     gc_seconds = await probe.gc_seconds() - gc_before
     cpu_used = cpu_seconds(pid) - cpu_before
+    others_cpu = {
+        name: cpu_seconds(other) - others_before[name] for name, other in (others or {}).items()
+    }
     failures: Counter[str] = Counter()
     for outcome in outcomes:
         problem = check(outcome, deltas)
@@ -319,6 +338,7 @@ async def run_phase(
         rss_all_open,
         gc_seconds,
         cpu_used,
+        others_cpu,
     )
 
 
@@ -361,19 +381,9 @@ async def main(args: argparse.Namespace) -> int:
         await run_phase(
             "warm-up", server=server, tokens=warm, deltas=args.deltas, hold_file=None, probe=probe
         )
-        hold_file.write_text(str(time.time() + args.hold))
-        held = [minter.mint(f"held-{index}") for index in range(args.streams)]
-        reports.append(
-            await run_phase(
-                "held (all open, then answered)",
-                server=server,
-                tokens=held,
-                deltas=args.deltas,
-                hold_file=hold_file,
-                probe=probe,
-            )
-        )
-        hold_file.unlink()
+        rss_fresh = rss_kib(server.process.pid)
+        fake_pid = fake.pid
+        assert fake_pid is not None
         burst = [minter.mint(f"burst-{index}") for index in range(args.streams)]
         reports.append(
             await run_phase(
@@ -383,8 +393,25 @@ async def main(args: argparse.Namespace) -> int:
                 deltas=args.deltas,
                 hold_file=None,
                 probe=probe,
+                others={"this client": os.getpid(), "the fake model": fake_pid},
             )
         )
+        # After a first burst the server's heap has its working size: memory is measured
+        # against that, and against the fresh process, with every stream of a second one open.
+        hold_file.write_text(str(time.time() + args.hold))
+        held = [minter.mint(f"held-{index}") for index in range(args.streams)]
+        held_report = await run_phase(
+            "held (all open, then answered)",
+            server=server,
+            tokens=held,
+            deltas=args.deltas,
+            hold_file=hold_file,
+            probe=probe,
+            others={"this client": os.getpid(), "the fake model": fake_pid},
+        )
+        held_report.rss_fresh_kib = rss_fresh
+        reports.append(held_report)
+        hold_file.unlink()
     finally:
         if server is not None:
             server.stop()
