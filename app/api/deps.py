@@ -1,4 +1,8 @@
-"""Typed access to what the lifespan built."""
+"""Typed access to what the lifespan built.
+
+Async on purpose: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per
+request for what is an attribute read.
+"""
 
 from __future__ import annotations
 
@@ -12,22 +16,22 @@ from app.chat.shutdown import StreamCutter
 from app.settings import Settings
 
 
-def get_chat_server(request: Request) -> ChatServer:
+async def get_chat_server(request: Request) -> ChatServer:
     server: ChatServer = request.app.state.chat_server
     return server
 
 
-def get_admission(request: Request) -> Admission:
+async def get_admission(request: Request) -> Admission:
     admission: Admission = request.app.state.admission
     return admission
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_stream_cutter(request: Request) -> StreamCutter:
+async def get_stream_cutter(request: Request) -> StreamCutter:
     cutter: StreamCutter = request.app.state.stream_cutter
     return cutter
 
