@@ -84,16 +84,26 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+# The name (`Handler.name`) of the root handler configure_logging installs: a second call
+# replaces it instead of adding another.
+APP_HANDLER_NAME = "app"
+# Loggers whose records are written by the root handler only. The logging HOWTO asks libraries
+# to attach no handler but a NullHandler; chatkit attaches a plain-text StreamHandler to its
+# logger when LOG_LEVEL is in the environment (as it is for us), which would print each of its
+# lines a second time, outside our format and without the request id.
+HANDLED_AT_ROOT = ("chatkit",)
+
+
 def configure_logging(*, level: str, json_lines: bool) -> None:
     """Install one handler on the root logger (idempotent)."""
     handler = logging.StreamHandler()
+    handler.set_name(APP_HANDLER_NAME)
     handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
     handler.addFilter(_ContextFilter())
     root = logging.getLogger()
     for existing in list(root.handlers):
-        if getattr(existing, "_chatkit_app", False):
+        if existing.get_name() == APP_HANDLER_NAME:
             root.removeHandler(existing)
-    handler._chatkit_app = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
     # Third-party loggers that would print request bodies or headers at debug level.
@@ -107,8 +117,9 @@ def configure_logging(*, level: str, json_lines: bool) -> None:
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(existing, _AccessLinkFilter) for existing in access.filters):
         access.addFilter(_AccessLinkFilter())
-    # chatkit installs a handler of its own when LOG_LEVEL is set: one set of lines is enough.
-    chatkit_logger = logging.getLogger("chatkit")
-    for existing in list(chatkit_logger.handlers):
-        chatkit_logger.removeHandler(existing)
-    chatkit_logger.propagate = True
+    # Whatever handlers a library attached (its own business how), its lines reach ours only.
+    for name in HANDLED_AT_ROOT:
+        library = logging.getLogger(name)
+        for existing in list(library.handlers):
+            library.removeHandler(existing)
+        library.propagate = True

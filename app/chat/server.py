@@ -205,6 +205,10 @@ class ChatServer(ChatKitServer[RequestContext]):
             for event in turn.finish_pending():
                 yield event
             if agent_context.workflow_item is not None:
+                # Not AgentContext.end_workflow(): it puts the closing event on the context's
+                # queue, and the only reader of that queue, stream_agent_response, has ended
+                # with this exception. So the closing event is yielded here: collapsed, as the
+                # SDK closes one, and with no duration summary (a failed turn's time says little).
                 workflow, agent_context.workflow_item = agent_context.workflow_item, None
                 workflow.workflow.expanded = False
                 yield ThreadItemDoneEvent(item=workflow)

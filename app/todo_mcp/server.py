@@ -23,8 +23,6 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -263,14 +261,11 @@ def build_todo_mcp(
             ],
         ),
     )
-    _insert_outermost(starlette_app, Middleware(_UnavailableAs503))
-    _insert_outermost(starlette_app, Middleware(_IdleStreamsEnd, idle_seconds=stream_idle_seconds))
+    # Each goes outermost among the app's middleware: inside Starlette's error middleware (which
+    # would answer a 500 first) and around the SDK's bearer authentication.
+    starlette_app.add_middleware(_UnavailableAs503)
+    starlette_app.add_middleware(_IdleStreamsEnd, idle_seconds=stream_idle_seconds)
     return TodoMcp(server=server, asgi_app=starlette_app, path=path)
-
-
-def _insert_outermost(app: Starlette, middleware: Middleware) -> None:
-    # Inside Starlette's error middleware but around the SDK's bearer authentication.
-    app.user_middleware.insert(0, middleware)
 
 
 def _caller_id() -> str:
