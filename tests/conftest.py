@@ -84,10 +84,12 @@ def new_user_id() -> str:
 # Server fixtures live in one place so every test package shares one instance of each
 # session fixture (one offline server per run, not one per package).
 from tests.server_fixtures import (  # noqa: E402
+    fake,
+    fake_llm_server,
     make_client,
     minter,
     offline_server,
     server_env,
 )
 
-__all__ = ["make_client", "minter", "offline_server", "server_env"]
+__all__ = ["fake", "fake_llm_server", "make_client", "minter", "offline_server", "server_env"]

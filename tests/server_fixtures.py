@@ -1,4 +1,4 @@
-"""Fixtures for tests that drive real server processes (registered by tests/conftest.py)."""
+"""Fixtures for tests that drive real servers (registered by tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 
 from app.auth.shared_secret import SharedSecretVerifier
-from tests.e2e.harness import ChatKitClient, ServerProcess
+from tests.e2e.harness import ChatKitClient, InProcessServer
+from tests.fake_llm import FakeLLM
 
 SECRET = secrets.token_urlsafe(48)
 
@@ -31,12 +32,30 @@ def server_env(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> d
 @pytest.fixture(scope="session")
 def offline_server(
     server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
+) -> Iterator[InProcessServer]:
     """One server on the embedded defaults (offline model, embedded MCP) over Postgres."""
-    server = ServerProcess(env=server_env, log_path=tmp_path_factory.mktemp("logs") / "offline.log")
+    server = InProcessServer(
+        env=server_env, log_path=tmp_path_factory.mktemp("logs") / "offline.log"
+    )
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_llm_server() -> Iterator[FakeLLM]:
+    """The session's one fake model server; tests script it through a channel of their own."""
+    with FakeLLM() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def fake(fake_llm_server: FakeLLM, request: pytest.FixtureRequest) -> Iterator[FakeLLM]:
+    """This module's own fake model: a channel of the session's server, named after the module."""
+    channel = fake_llm_server.channel(request.module.__name__)
+    channel.reset()
+    yield channel
+    channel.reset()
 
 
 ClientFactory = Callable[..., ChatKitClient]

@@ -1,11 +1,21 @@
-"""Real server processes on loopback and a ChatKit client that validates every streamed event."""
+"""Real servers on loopback and a ChatKit client that validates every streamed event.
+
+`InProcessServer` runs the real app on a real uvicorn in a thread of the test process (real HTTP
+on a loopback port, no import cost per start); `ServerProcess` runs `python -m app` in a
+subprocess, for tests where the process boundary is the point (signals, restarts, several
+processes, exit codes, the whole process's output, the CLI, settings only the environment sets).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,9 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import uvicorn
 from chatkit.types import ThreadStreamEvent
+from fastapi import FastAPI
 from pydantic import TypeAdapter
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
+from app.logging import JsonFormatter, TextFormatter, request_id_var, user_id_var
+from app.settings import Settings
 from tests.pg_cluster import free_port
 from tests.processes import terminate
 
@@ -77,6 +92,170 @@ class ServerProcess:
 
     def logs(self) -> str:
         return self.log_path.read_text()
+
+
+# Environment variables a test server never inherits from the test process (as ServerProcess).
+_NOT_INHERITED = ("OPENAI_", "AUTH_", "MCP_")
+# uvicorn waits this long for open connections at stop, on top of the app's own grace.
+_GRACE_BACKSTOP_SECONDS = 10
+
+
+class _MappingOnlySettings(Settings):
+    """Settings from the values given alone: no process environment, no `.env` file."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def settings_from_env(env: Mapping[str, str]) -> Settings:
+    """The Settings `python -m app` would read from exactly this environment (names upper-case)."""
+    fields = {name.lower(): value for name, value in env.items()}
+    return _MappingOnlySettings.model_validate(
+        {k: v for k, v in fields.items() if k in Settings.model_fields}
+    )
+
+
+class _OwnThreadLog(logging.Handler):
+    """Writes the records of one thread (the server's) to a file, formatted as the app would."""
+
+    def __init__(self, path: Path, *, json_lines: bool) -> None:
+        super().__init__()
+        self._file = path.open("a", encoding="utf-8")
+        self._formatter = JsonFormatter() if json_lines else TextFormatter()
+        self.thread_id: int | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread != self.thread_id:
+            return
+        try:
+            record.request_id = request_id_var.get()
+            record.user_id = user_id_var.get()
+            self._file.write(self._formatter.format(record) + "\n")
+            self._file.flush()
+        except Exception:
+            self.handleError(record)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+@dataclass
+class InProcessServer:
+    """The real app (`create_app(settings)`) on a real uvicorn in a thread of this process.
+
+    Same interface as `ServerProcess`. Settings come from `env` (plus what ServerProcess adds),
+    never from this process's environment. `logs()` holds the lines logged on the server's own
+    thread, formatted by the app's formatter; a test about the whole process's output (or its
+    absence of secrets) belongs on a `ServerProcess`. /metrics is off unless `env` turns it on:
+    one registry per app works in one process, but only metrics tests read it.
+    """
+
+    env: dict[str, str]
+    log_path: Path
+    port: int = 0
+    app: FastAPI | None = None
+    settings: Settings | None = None
+    _server: uvicorn.Server | None = field(default=None, repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
+    _log: _OwnThreadLog | None = field(default=None, repr=False)
+    _error: BaseException | None = field(default=None, repr=False)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120.0) -> None:
+        from app.main import create_app  # the app's imports are paid once per test process
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        self.port = int(sock.getsockname()[1])
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(_NOT_INHERITED)}
+        env = {
+            **inherited,
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "LOG_LEVEL": "INFO",
+            "LOG_JSON": "true",
+            "METRICS": "false",
+            **self.env,
+        }
+        try:
+            self.settings = settings_from_env(env)
+            self.app = create_app(self.settings)
+        except BaseException:
+            sock.close()
+            raise
+        config = uvicorn.Config(
+            self.app,
+            log_config=None,  # the app's lifespan configures logging, as under `python -m app`
+            proxy_headers=False,
+            timeout_graceful_shutdown=self.settings.shutdown_grace_seconds
+            + _GRACE_BACKSTOP_SECONDS,
+        )
+        self._server = uvicorn.Server(config)
+        self._log = _OwnThreadLog(self.log_path, json_lines=self.settings.log_json)
+        logging.getLogger().addHandler(self._log)
+        self._thread = threading.Thread(
+            target=self._run, args=(sock,), name=f"app-{self.port}", daemon=True
+        )
+        self._thread.start()
+        self._log.thread_id = self._thread.ident
+
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or self._server.should_exit:
+                self._thread.join(timeout)
+                self._detach_log()
+                raise RuntimeError(f"server exited early:\n{self.logs()[-4000:]}") from self._error
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"server did not start:\n{self.logs()[-4000:]}")
+            time.sleep(0.02)
+        response = httpx2.get(f"{self.base_url}/health", timeout=10)
+        assert response.status_code == 200, (response.status_code, response.text)
+
+    def _run(self, sock: socket.socket) -> None:
+        assert self._server is not None
+        try:
+            asyncio.run(self._server.serve(sockets=[sock]))
+        except BaseException as exc:  # reported by start(); a thread has nowhere else to raise
+            self._error = exc
+        finally:
+            sock.close()
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """Stop as uvicorn does on a signal (no new connections, wait for open ones); 0 if clean."""
+        thread, server = self._thread, self._server
+        if thread is None or server is None:
+            return None
+        server.should_exit = True
+        thread.join(timeout)
+        if thread.is_alive():
+            server.force_exit = True
+            thread.join(timeout)
+        self._thread = None
+        self._detach_log()
+        return 1 if thread.is_alive() or self._error is not None else 0
+
+    def _detach_log(self) -> None:
+        if self._log is not None:
+            logging.getLogger().removeHandler(self._log)
+            self._log.close()
+            self._log = None
+
+    def logs(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
 
 
 def text_input(text: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,14 +50,25 @@ def test_auth_modes_are_exclusive() -> None:
         load_settings(auth_jwks_url="https://auth.example/jwks", auth_jwt_secret="x" * 40)
 
 
+@pytest.fixture(scope="module")
+def process_server(
+    server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A whole `python -m app` process: its entire output is what the log test reads."""
+    server = ServerProcess(env=server_env, log_path=tmp_path_factory.mktemp("logs") / "s.log")
+    server.start()
+    yield server
+    server.stop()
+
+
 async def test_json_logs_carry_ids_and_never_tokens_or_text(
-    offline_server: ServerProcess, make_client: ClientFactory
+    process_server: ServerProcess, make_client: ClientFactory
 ) -> None:
     user_id = f"user-{uuid.uuid4().hex}"
-    client = make_client(offline_server.base_url, user_id)
+    client = make_client(process_server.base_url, user_id)
     secret_text = f"my secret plan {uuid.uuid4().hex}"
     await client.send(secret_text)
-    lines = offline_server.logs().splitlines()
+    lines = process_server.logs().splitlines()
     records = [json.loads(line) for line in lines]  # every line is one JSON object
     assert all(
         {"time", "level", "logger", "event", "request_id", "user_id"} <= set(r) for r in records
@@ -64,7 +76,7 @@ async def test_json_logs_carry_ids_and_never_tokens_or_text(
     mine = [r for r in records if r["user_id"] == user_id]
     assert any(r["event"] == "chatkit.request" for r in mine)
     assert len({r["request_id"] for r in mine}) >= 1 and all(r["request_id"] != "-" for r in mine)
-    log_text = offline_server.logs()
+    log_text = process_server.logs()
     assert client.token not in log_text
     assert secret_text.split()[-1] not in log_text
     started = [r for r in records if r["event"] == "server.started"]

@@ -43,6 +43,8 @@ WaitOutcome = Literal["elapsed", "stopped", "disconnected"]
 
 # uvicorn says this when a handler returns mid-body, which is how `cut_after` drops a stream.
 _CUT_MESSAGE = "ASGI callable returned without completing response."
+# Requests under `/c/<name>/` are for the channel `name` (see `FakeLLM.channel`).
+CHANNEL_PREFIX = "/c/"
 
 
 class _QuietOwnThread(logging.Filter):
@@ -82,11 +84,17 @@ class FakeLLM:
         self._log_filter: _QuietOwnThread | None = None
         self._startup_error: BaseException | None = None
         self._transcription_reply: Reply | None = None
+        # A channel shares its server's thread and port; its scripts and records are its own.
+        self._server_fake: FakeLLM | None = None
+        self._channel_name: str | None = None
+        self._channels: dict[str, FakeLLM] = {}
 
     # ------------------------------------------------------------ lifecycle
 
     def start(self, *, timeout: float = 10.0) -> Self:
         """Bind the port and serve in a background thread; returns once requests are accepted."""
+        if self._server_fake is not None:
+            raise RuntimeError("a channel runs on its server's thread: start the server")
         if self._thread is not None:
             raise RuntimeError("FakeLLM can be started only once")
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -142,6 +150,8 @@ class FakeLLM:
 
     def stop(self, *, timeout: float = 10.0) -> None:
         """Stop serving: hanging and delayed requests end, open streams are cut. Idempotent."""
+        if self._server_fake is not None:
+            raise RuntimeError("a channel stops with its server: stop the server")
         thread, server, loop, stopping = self._thread, self._server, self._loop, self._stopping
         if thread is None or server is None:
             return
@@ -172,9 +182,40 @@ class FakeLLM:
     ) -> None:
         self.stop()
 
+    # ------------------------------------------------------------ channels
+
+    def channel(self, name: str) -> FakeLLM:
+        """A model of its own on this server: its own queue, responder and recorded requests.
+
+        It answers under `/c/<name>/v1/...` (its `base_url`), so one server shared by a whole
+        test session keeps each test module's scripts apart. The same name gives the same channel.
+        """
+        if self._server_fake is not None:
+            return self._server_fake.channel(name)
+        if not name or not all(ch.isalnum() or ch in "-_." for ch in name):
+            raise ValueError(f"a channel name is letters, digits, '-', '_' or '.': {name!r}")
+        with self._lock:
+            existing = self._channels.get(name)
+            if existing is None:
+                existing = FakeLLM(host=self._host, default_reply=self.default_reply)
+                existing._server_fake = self
+                existing._channel_name = name
+                self._channels[name] = existing
+            return existing
+
+    def _route(self, path: str) -> tuple[FakeLLM | None, str]:
+        """The channel a request path is for and the path inside it (None: unknown channel)."""
+        if not path.startswith(CHANNEL_PREFIX):
+            return self, path
+        name, _, rest = path[len(CHANNEL_PREFIX) :].partition("/")
+        with self._lock:
+            return self._channels.get(name), "/" + rest
+
     @property
     def port(self) -> int:
         """The bound TCP port (known once started)."""
+        if self._server_fake is not None:
+            return self._server_fake.port
         if self._port is None:
             raise RuntimeError("FakeLLM is not started")
         return self._port
@@ -182,6 +223,8 @@ class FakeLLM:
     @property
     def base_url(self) -> str:
         """The OpenAI base URL to hand to clients, e.g. `http://127.0.0.1:PORT/v1`."""
+        if self._channel_name is not None:
+            return f"http://{self._host}:{self.port}{CHANNEL_PREFIX}{self._channel_name}/v1"
         return f"http://{self._host}:{self.port}/v1"
 
     def client(
@@ -287,6 +330,8 @@ class FakeLLM:
         return reply
 
     def _stop_event(self) -> asyncio.Event:
+        if self._server_fake is not None:
+            return self._server_fake._stop_event()
         assert self._stopping is not None
         return self._stopping
 
@@ -301,23 +346,25 @@ class _FakeApp:
         if scope["type"] != "http":
             return
         body = await _read_body(receive)
+        fake, path = self._fake._route(scope["path"])
+        if fake is None:
+            await _send_json(send, 404, wire.error_body(404, f"No fake channel for {path}"))
+            return
         headers = {
             key.decode("latin-1").lower(): value.decode("latin-1")
             for key, value in scope["headers"]
         }
         request = RecordedRequest(
             method=scope["method"],
-            path=scope["path"],
+            path=path,
             headers=headers,
             body=body,
             json=_parse_json(body),
             time=time.monotonic(),
         )
-        self._fake._record(request)
+        fake._record(request)
         if request.path == transcription.TRANSCRIPTIONS_PATH and request.method == "POST":
-            status, content_type, content = transcription.answer(
-                request, self._fake.transcription_reply
-            )
+            status, content_type, content = transcription.answer(request, fake.transcription_reply)
             await _start(send, status, content_type)
             await send({"type": "http.response.body", "body": content, "more_body": False})
             return
@@ -335,18 +382,18 @@ class _FakeApp:
         disconnected = asyncio.Event()
         watcher = asyncio.create_task(_watch_disconnect(receive, disconnected))
         try:
-            finished = await self._answer(request, send, disconnected)
+            finished = await self._answer(fake, request, send, disconnected)
         finally:
             watcher.cancel()
         if not finished:
             request.mark_disconnected()
 
     async def _answer(
-        self, request: RecordedRequest, send: Send, disconnected: asyncio.Event
+        self, fake: FakeLLM, request: RecordedRequest, send: Send, disconnected: asyncio.Event
     ) -> bool:
         """Serve the scripted reply; False when the client left before the end."""
         try:
-            reply = self._fake._take_reply(request)
+            reply = fake._take_reply(request)
         except Exception as exc:
             logger.exception("fake_llm.responder_failed")
             await _send_json(send, 500, wire.error_body(500, f"fake LLM responder raised {exc!r}"))

@@ -664,6 +664,47 @@ async def test_serves_while_the_test_loop_is_blocked(fake: FakeLLM) -> None:
     assert response.output_text == "answered from another thread"
 
 
+async def test_channels_keep_their_scripts_and_records_apart(fake: FakeLLM) -> None:
+    first, second = fake.channel("module-a"), fake.channel("module-b")
+    assert fake.channel("module-a") is first
+    assert first.base_url == f"http://127.0.0.1:{fake.port}/c/module-a/v1"
+    first.enqueue(Reply.text("for a"))
+    second.responder = lambda request: Reply.text(f"b got {request.model}")
+    fake.enqueue(Reply.text("for the server itself"))
+    try:
+        async with first.client() as a, second.client() as b, fake.client() as root:
+            answer_b = await b.responses.create(model="mb", input="x")
+            answer_a = await a.responses.create(model="ma", input="x")
+            answer_root = await root.responses.create(model="mr", input="x")
+            again_a = await a.responses.create(model="ma", input="x")
+
+        assert answer_a.output_text == "for a"
+        assert again_a.output_text == fake.default_reply.joined_text
+        assert answer_b.output_text == "b got mb"
+        assert answer_root.output_text == "for the server itself"
+        assert [r.model for r in first.model_requests()] == ["ma", "ma"]
+        assert [r.model for r in second.model_requests()] == ["mb"]
+        assert [r.model for r in fake.model_requests()] == ["mr"]
+        assert {r.path for r in first.requests} == {"/v1/responses"}
+        with pytest.raises(RuntimeError):
+            first.stop()
+    finally:
+        first.reset()
+        second.reset()
+
+
+async def test_an_unknown_channel_is_a_json_404(fake: FakeLLM) -> None:
+    async with httpx2.AsyncClient() as http:
+        response = await http.post(
+            f"http://127.0.0.1:{fake.port}/c/nobody/v1/responses", json={"model": "m"}
+        )
+    assert response.status_code == 404
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert fake.requests == []
+    with pytest.raises(ValueError):
+        fake.channel("a/b")
+
+
 def test_reply_validation() -> None:
     with pytest.raises(ValueError):
         Reply.text("x", cut_after=-1)
