@@ -9,13 +9,12 @@ attachments whose metadata row is gone, which the SQL table gets from its foreig
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Protocol
 
 from sqlalchemy import Table, delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.store.sql import insert_for, utcnow
 from app.store.tables import AttachmentBlobRow
 
 _blobs: Table = AttachmentBlobRow.__table__  # type: ignore[attr-defined]
@@ -51,7 +50,7 @@ class SqlAttachmentBlobs:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._insert = (postgresql if engine.dialect.name == "postgresql" else sqlite).insert
+        self._insert = insert_for(engine)
 
     async def put(self, attachment_id: str, blob: Blob, *, user_id: str) -> None:
         statement = self._insert(_blobs).values(
@@ -59,7 +58,7 @@ class SqlAttachmentBlobs:
             user_id=user_id,
             mime_type=blob.mime_type,
             size=blob.size,
-            created_at=datetime.now(UTC).replace(tzinfo=None),
+            created_at=utcnow(),
             data=blob.data,
         )
         statement = statement.on_conflict_do_update(

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from chatkit.errors import CustomStreamError
 from chatkit.store import (
@@ -44,11 +44,9 @@ from sqlalchemy import (
     bindparam,
     delete,
     exists,
-    func,
     or_,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -56,6 +54,7 @@ from app.context import RequestContext
 from app.db_errors import DatabaseFailure, database_failure_message, sqlstate_of
 from app.errors import FeatureDisabledError
 from app.store.database import autocommit, once_more_if_disconnected
+from app.store.sql import Insert, insert_for, utcnow
 from app.store.tables import AttachmentRow, FeedbackRow, ItemRow, ThreadRow
 
 logger = logging.getLogger(__name__)
@@ -132,10 +131,6 @@ def _local_time(column_value: datetime) -> datetime:
     return column_value.replace(tzinfo=UTC).astimezone().replace(tzinfo=None)
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 def _thread_json(thread: ThreadMetadata, created_at: datetime) -> str:
     # A `Thread` may arrive carrying its items: only the metadata fields are stored.
     fields = {name: getattr(thread, name) for name in ThreadMetadata.model_fields}
@@ -200,7 +195,7 @@ class _HotStatements:
     """The statements every turn runs, built once with bound parameters: no statement objects
     and cache keys to make on each call (half a millisecond each, several per turn)."""
 
-    def __init__(self, insert: Any) -> None:
+    def __init__(self, insert: Insert) -> None:
         thread = insert(_threads).values(
             id=bindparam("id"),
             user_id=bindparam("user_id"),
@@ -255,10 +250,9 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
         # Reads and one-statement writes run outside a transaction: no BEGIN/COMMIT (or
         # ROLLBACK) round trips around them. Work of several statements uses `_engine.begin()`.
         self._autocommit = autocommit(engine)
-        dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-        self._insert = dialect.insert
+        self._insert = insert_for(engine)
         self._attachment_view = attachment_view
-        self._hot = _HotStatements(dialect.insert)
+        self._hot = _HotStatements(self._insert)
 
     async def _present(self, item: ThreadItem, context: RequestContext) -> ThreadItem:
         """A loaded item as its owner sees it: attachments through the attachment view."""
@@ -321,7 +315,7 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
 
     async def save_thread(self, thread: ThreadMetadata, context: RequestContext) -> None:
         _known_ids(thread.id)
-        now = _utcnow()
+        now = utcnow()
         created_at = _column_time(thread.created_at)
         values = {
             "id": thread.id,
@@ -500,16 +494,6 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
             ),
         )
 
-    async def count_items(self, thread_id: str, context: RequestContext) -> int:
-        """How many items (hidden ones included) the caller's thread holds."""
-        async with self._autocommit.connect() as conn:
-            count = await conn.scalar(
-                select(func.count()).where(
-                    _items.c.thread_id == thread_id, _items.c.user_id == context.user_id
-                )
-            )
-        return int(count or 0)
-
     @staticmethod
     async def _require_thread(
         conn: AsyncConnection, thread_id: str, context: RequestContext
@@ -528,7 +512,7 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
     ) -> None:
         """Record the caller's vote on items of their thread; a new vote replaces the old."""
         _known_ids(thread_id, *item_ids)
-        now = _utcnow()
+        now = utcnow()
         async with self._engine.begin() as conn:
             await self._require_thread(conn, thread_id, context)
             known = set(
@@ -563,21 +547,6 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
                 )
                 await conn.execute(statement)
 
-    async def load_feedback(
-        self, thread_id: str, context: RequestContext
-    ) -> dict[str, Literal["positive", "negative"]]:
-        """The caller's votes on items of one thread, by item id."""
-        async with self._autocommit.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(_feedback.c.item_id, _feedback.c.kind).where(
-                        _feedback.c.thread_id == thread_id,
-                        _feedback.c.user_id == context.user_id,
-                    )
-                )
-            ).all()
-        return {row.item_id: row.kind for row in rows}
-
     # attachments -------------------------------------------------------------------------
     async def create_attachment(
         self, input: AttachmentCreateParams, context: RequestContext
@@ -590,7 +559,7 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
             id=attachment.id,
             user_id=context.user_id,
             thread_id=attachment.thread_id,
-            created_at=_utcnow(),
+            created_at=utcnow(),
             data=attachment.model_dump_json(),
         )
         statement = statement.on_conflict_do_update(

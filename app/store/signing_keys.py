@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime
 
 from sqlalchemy import Table, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.store.sql import insert_for, utcnow
 from app.store.tables import SigningKeyRow
 
 _keys: Table = SigningKeyRow.__table__  # type: ignore[attr-defined]
@@ -16,13 +15,12 @@ _keys: Table = SigningKeyRow.__table__  # type: ignore[attr-defined]
 
 async def load_signing_key(engine: AsyncEngine, name: str) -> bytes:
     """The secret called `name`, created on first use; concurrent first uses agree on one."""
-    insert = (postgresql if engine.dialect.name == "postgresql" else sqlite).insert
     statement = (
-        insert(_keys)
+        insert_for(engine)(_keys)
         .values(
             name=name,
             secret=secrets.token_urlsafe(48),
-            created_at=datetime.now(UTC).replace(tzinfo=None),
+            created_at=utcnow(),
         )
         .on_conflict_do_nothing(index_elements=[_keys.c.name])
     )

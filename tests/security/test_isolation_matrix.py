@@ -448,12 +448,6 @@ STORE_CASES = [
         None,
     ),
     StoreCase(
-        "count_items",
-        lambda b, w: b.store.count_items(w.a_thread, b.context),
-        None,
-        lambda count, w: count == 0,
-    ),
-    StoreCase(
         "save_feedback",
         lambda b, w: b.store.save_feedback(
             w.a_thread, [w.a_assistant_message], "negative", b.context
@@ -468,12 +462,6 @@ STORE_CASES = [
         lambda b, w: b.store.save_feedback(
             w.b_thread, [w.a_assistant_message], "negative", b.context
         ),
-    ),
-    StoreCase(
-        "load_feedback",
-        lambda b, w: b.store.load_feedback(w.a_thread, b.context),
-        None,
-        lambda votes, w: votes == {},
     ),
     StoreCase("load_attachment", lambda b, w: b.store.load_attachment(w.a_attachment, b.context)),
     StoreCase("save_attachment", _rename_foreign_attachment),

@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.context import RequestContext
 from app.store.chatkit_store import SqlStore
@@ -12,17 +13,22 @@ from app.store.database import create_engine, migrate
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
-async def store(
+async def store_engine(
     request: pytest.FixtureRequest, postgres_url: str, tmp_path: Path
-) -> AsyncIterator[SqlStore]:
-    """The same store contract on both databases."""
+) -> AsyncIterator[AsyncEngine]:
+    """A migrated database of each kind: the same store contract holds on both."""
     if request.param == "postgres":
         engine = create_engine(postgres_url)
     else:
         engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
         await migrate(engine)
-    yield SqlStore(engine)
+    yield engine
     await engine.dispose()
+
+
+@pytest.fixture
+def store(store_engine: AsyncEngine) -> SqlStore:
+    return SqlStore(store_engine)
 
 
 def make_context(user_id: str | None = None) -> RequestContext:

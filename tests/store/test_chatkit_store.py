@@ -21,9 +21,11 @@ from chatkit.types import (
     UserMessageItem,
     UserMessageTextContent,
 )
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.context import RequestContext
 from app.store.chatkit_store import MAX_PAGE_SIZE, SqlStore
+from tests.store.rows import count_items, feedback_of
 
 BASE = datetime(2026, 1, 1, 12, 0, 0)
 
@@ -189,7 +191,9 @@ async def test_nul_and_unicode_text_survive(store: SqlStore, alice: RequestConte
     assert (await store.load_thread(meta.id, alice)).title == "t\x00itle"
 
 
-async def test_delete_item_and_thread_cascade(store: SqlStore, alice: RequestContext) -> None:
+async def test_delete_item_and_thread_cascade(
+    store: SqlStore, store_engine: AsyncEngine, alice: RequestContext
+) -> None:
     meta = await saved_thread(store, alice)
     ids = await add_items(store, alice, meta.id, 3)
     await store.delete_thread_item(meta.id, ids[0], alice)
@@ -199,10 +203,10 @@ async def test_delete_item_and_thread_cascade(store: SqlStore, alice: RequestCon
     await store.delete_thread(meta.id, alice)
     with pytest.raises(NotFoundError):
         await store.load_thread(meta.id, alice)
-    assert await store.count_items(meta.id, alice) == 0
+    assert await count_items(store_engine, meta.id, alice.user_id) == 0
     with pytest.raises(NotFoundError):
         await store.load_item(meta.id, ids[1], alice)
-    assert await store.load_feedback(meta.id, alice) == {}
+    assert await feedback_of(store_engine, meta.id, alice.user_id) == {}
 
 
 @pytest.mark.parametrize("order", ["asc", "desc"])
@@ -303,15 +307,20 @@ async def test_attachment_round_trip_and_delete(store: SqlStore, alice: RequestC
         await store.load_attachment(attachment.id, alice)
 
 
-async def test_feedback_second_vote_replaces_first(store: SqlStore, alice: RequestContext) -> None:
+async def test_feedback_second_vote_replaces_first(
+    store: SqlStore, store_engine: AsyncEngine, alice: RequestContext
+) -> None:
     meta = await saved_thread(store, alice)
     ids = await add_items(store, alice, meta.id, 2)
     await store.save_feedback(meta.id, ids, "positive", alice)
     await store.save_feedback(meta.id, [ids[0]], "negative", alice)
-    assert await store.load_feedback(meta.id, alice) == {ids[0]: "negative", ids[1]: "positive"}
+    votes = await feedback_of(store_engine, meta.id, alice.user_id)
+    assert votes == {ids[0]: "negative", ids[1]: "positive"}
 
 
-async def test_concurrent_writes_to_one_thread(store: SqlStore, alice: RequestContext) -> None:
+async def test_concurrent_writes_to_one_thread(
+    store: SqlStore, store_engine: AsyncEngine, alice: RequestContext
+) -> None:
     meta = await saved_thread(store, alice)
     await asyncio.gather(*(add_items(store, alice, meta.id, 5) for _ in range(4)))
-    assert await store.count_items(meta.id, alice) == 20
+    assert await count_items(store_engine, meta.id, alice.user_id) == 20

@@ -10,6 +10,7 @@ from datetime import datetime
 
 import asyncpg
 import pytest
+from chatkit.store import NotFoundError
 from chatkit.types import AssistantMessageContent, AssistantMessageItem, ThreadMetadata
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -89,7 +90,8 @@ async def test_turn_calls_are_one_statement_each(
 ) -> None:
     store = SqlStore(engine)
     context = turn_context(f"user-{uuid.uuid4().hex}")
-    await store.count_items("thr_none", context)  # the engine's first connection sets itself up
+    with pytest.raises(NotFoundError):  # the engine's first connection sets itself up
+        await store.load_thread("thr_none", context)
     await statements.sent()
     thread = await new_thread(store, context)
     assert await statements.sent() == ["INSERT"]
