@@ -14,18 +14,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.shared_secret import SharedSecretVerifier
-from tests.e2e.harness import ChatKitClient, ServerProcess, sse_frames, text_input
+from tests.e2e.harness import ChatKitClient, InProcessServer, sse_frames, text_input
 from tests.fake_llm import FakeLLM, RecordedRequest, Reply, ToolCall
 from tests.recording_mcp import RunningMcp, serve_recording_mcp
 from tests.server_fixtures import SECRET, ClientFactory
 
 HISTORY_LIMIT = 4
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLLM]:
-    with FakeLLM() as fake:
-        yield fake
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +48,8 @@ def _model_env(fake: FakeLLM, **extra: str) -> dict[str, str]:
     }
 
 
-def _start(env: dict[str, str], factory: pytest.TempPathFactory, name: str) -> ServerProcess:
-    server = ServerProcess(env=env, log_path=factory.mktemp("logs") / f"{name}.log")
+def _start(env: dict[str, str], factory: pytest.TempPathFactory, name: str) -> InProcessServer:
+    server = InProcessServer(env=env, log_path=factory.mktemp("logs") / f"{name}.log")
     server.start()
     return server
 
@@ -66,7 +60,7 @@ def responses_server(
     fake: FakeLLM,
     recording: RunningMcp,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ServerProcess]:
+) -> Iterator[InProcessServer]:
     server = _start(
         {**server_env, **_model_env(fake, MCP_SERVER_URL=recording.url)},
         tmp_path_factory,
@@ -82,7 +76,7 @@ def chat_completions_server(
     fake: FakeLLM,
     recording: RunningMcp,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ServerProcess]:
+) -> Iterator[InProcessServer]:
     env = _model_env(fake, MCP_SERVER_URL=recording.url, OPENAI_API="chat_completions")
     server = _start({**server_env, **env}, tmp_path_factory, "chat")
     yield server
@@ -92,7 +86,7 @@ def chat_completions_server(
 @pytest.fixture(scope="module")
 def embedded_mcp_server(
     server_env: dict[str, str], fake: FakeLLM, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
+) -> Iterator[InProcessServer]:
     server = _start({**server_env, **_model_env(fake)}, tmp_path_factory, "embedded")
     yield server
     server.stop()
@@ -110,7 +104,7 @@ def workflow_items(result: Any) -> list[Any]:
 
 
 async def test_first_turn_calls_the_tool_with_the_callers_token(
-    responses_server: ServerProcess,
+    responses_server: InProcessServer,
     recording: RunningMcp,
     fake: FakeLLM,
     make_client: ClientFactory,
@@ -149,7 +143,7 @@ async def test_first_turn_calls_the_tool_with_the_callers_token(
 
 
 async def test_embedded_mcp_turn_writes_the_users_task(
-    embedded_mcp_server: ServerProcess,
+    embedded_mcp_server: InProcessServer,
     fake: FakeLLM,
     make_client: ClientFactory,
     pg_engine: AsyncEngine,
@@ -174,7 +168,7 @@ async def test_embedded_mcp_turn_writes_the_users_task(
 
 
 async def test_second_turn_sends_history_within_the_limit(
-    responses_server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    responses_server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     client = make_client(responses_server.base_url)
     fake.enqueue(Reply.text("first answer"))
@@ -192,7 +186,7 @@ async def test_second_turn_sends_history_within_the_limit(
 
 
 async def test_chat_completions_two_turns_keep_two_assistant_items(
-    chat_completions_server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    chat_completions_server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     client = make_client(chat_completions_server.base_url)
     fake.enqueue(Reply.text("Hello from turn one."))
@@ -217,7 +211,7 @@ async def test_chat_completions_two_turns_keep_two_assistant_items(
 
 
 async def test_twenty_users_two_turns_each_use_their_own_token(
-    responses_server: ServerProcess,
+    responses_server: InProcessServer,
     recording: RunningMcp,
     fake: FakeLLM,
     minter: SharedSecretVerifier,
@@ -252,7 +246,7 @@ async def test_twenty_users_two_turns_each_use_their_own_token(
 
 
 async def test_stop_mid_stream_saves_partial_text_and_runs_no_later_tool(
-    responses_server: ServerProcess,
+    responses_server: InProcessServer,
     recording: RunningMcp,
     fake: FakeLLM,
     make_client: ClientFactory,
@@ -295,7 +289,7 @@ async def test_stop_mid_stream_saves_partial_text_and_runs_no_later_tool(
 
 
 async def test_no_tool_call_goes_out_after_a_turn_ends_in_an_error(
-    responses_server: ServerProcess,
+    responses_server: InProcessServer,
     recording: RunningMcp,
     fake: FakeLLM,
     make_client: ClientFactory,
@@ -344,7 +338,7 @@ FAULTS = {
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 async def test_failures_end_with_an_error_event_and_keep_the_message(
     fault: str,
-    responses_server: ServerProcess,
+    responses_server: InProcessServer,
     recording: RunningMcp,
     fake: FakeLLM,
     make_client: ClientFactory,
@@ -397,7 +391,7 @@ async def test_mcp_down_gives_an_error_event(
 
 
 async def test_offline_model_drives_the_embedded_tools(
-    offline_server: ServerProcess, make_client: ClientFactory
+    offline_server: InProcessServer, make_client: ClientFactory
 ) -> None:
     client = make_client(offline_server.base_url)
     added = await client.send("add task buy bread")
