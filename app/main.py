@@ -44,7 +44,7 @@ from app.observability.tracing import (
 )
 from app.settings import Settings, load_settings
 from app.startup_failure import QuietStartupAbort
-from app.store.database import create_engine, prepare_database, session_factory
+from app.store.database import create_engine, prepare_database
 from app.store.usage import UsageStore
 from app.tools.mcp_connection import McpConnector
 
@@ -142,7 +142,7 @@ def create_app(
 
                 todo = build_todo_mcp(
                     verifier=verifier,
-                    sessions=session_factory(engine),
+                    engine=engine,
                     # Whatever port the process is served on, plus the in-process name.
                     public_url_hosts=[*LOOPBACK_ANY_PORT, EMBEDDED_MCP_HOST],
                     port=settings.port,

@@ -16,9 +16,8 @@ from alembic.config import Config
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db_errors import connect_asyncpg
 from app.startup_failure import StartupAbort
@@ -141,10 +140,6 @@ _TRANSACTION_POOLER_ARGS: dict[str, Any] = {
     "prepared_statement_cache_size": 0,
     "prepared_statement_name_func": _unique_statement_name,
 }
-
-
-def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
 
 def _ensure_sqlite_dir(path: str | None) -> None:

@@ -3,6 +3,9 @@
 A task's id is its number among its owner's tasks (1, 2, 3, ...): it reveals nothing about
 other users, and a number is never given twice, so an id in an old message never names a newer
 task. Tool calls are counted per user in fixed windows shared by every process.
+
+Every method is one statement on Postgres (adding a task too: its number and its row in one
+statement); on SQLite adding a task is a short transaction of two.
 """
 
 from __future__ import annotations
@@ -14,14 +17,26 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Table, delete, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy import (
+    BigInteger,
+    Executable,
+    Row,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    false,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.errors import BadRequestError, NotFoundError
-from app.store.tables import TaskCounterRow, TaskRow, UsageWindowRow
+from app.store.database import autocommit, once_more_if_disconnected
+from app.store.sql import Insert, insert_for, is_postgres, utcnow
+from app.store.tables import TaskCounterRow, TaskRow
+from app.store.usage import WindowCounts
 
 TITLE_MAX_CHARS = 500
 DESCRIPTION_MAX_CHARS = 5000
@@ -30,26 +45,30 @@ MAX_PAGE_SIZE = 100
 _MAX_TASK_ID = 2**63 - 1
 CALLS_WINDOW_KIND = "todo_mcp_calls"
 
+_tasks: Table = TaskRow.__table__  # type: ignore[attr-defined]
 _counters: Table = TaskCounterRow.__table__  # type: ignore[attr-defined]
-_windows: Table = UsageWindowRow.__table__  # type: ignore[attr-defined]
 
 TaskStatus = Literal["all", "open", "completed"]
 
 
-class TaskNotFound(NotFoundError):
-    """No task with this id belongs to the caller (unknown and foreign ids look the same)."""
+class TaskError(Exception):
+    """A task request the repository refuses; `message` says why, in words for the user."""
 
-    type = "task_not_found"
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class TaskNotFound(TaskError):
+    """No task with this id belongs to the caller (unknown and foreign ids look the same)."""
 
     def __init__(self, task_id: int) -> None:
         super().__init__(f"Task {task_id} not found.")
         self.task_id = task_id
 
 
-class InvalidTask(BadRequestError):
-    """A title or description breaks the rules; the message says which."""
-
-    type = "invalid_task"
+class InvalidTask(TaskError):
+    """A title, description or filter breaks the rules; the message says which."""
 
 
 class TooManyCalls(Exception):
@@ -84,11 +103,109 @@ class TaskPage(BaseModel):
     has_more: bool
 
 
-class TaskRepository:
-    """Tasks of many users; each method is one short transaction scoped by `user_id`."""
+# What every statement returns of a task. Bound parameter names differ from column names
+# (SQLAlchemy keeps those for the VALUES / SET of inserts and updates).
+_RETURNED = (
+    _tasks.c.number,
+    _tasks.c.title,
+    _tasks.c.description,
+    _tasks.c.completed,
+    _tasks.c.created_at,
+    _tasks.c.updated_at,
+)
+_NO_LIMIT = _MAX_TASK_ID
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
+
+class _Statements:
+    """The repository's statements, built once per engine with bound parameters."""
+
+    def __init__(self, insert: Insert, *, postgres: bool) -> None:
+        listed = select(*_RETURNED).where(
+            _tasks.c.user_id == bindparam("owner"), _tasks.c.number > bindparam("after")
+        )
+        listed = listed.order_by(_tasks.c.number).limit(bindparam("limit", type_=BigInteger()))
+        self.list: dict[str, Select[Any]] = {
+            "all": listed,
+            "open": listed.where(_tasks.c.completed.is_(False)),
+            "completed": listed.where(_tasks.c.completed.is_(True)),
+        }
+        owned = and_(
+            _tasks.c.user_id == bindparam("owner"), _tasks.c.number == bindparam("task_id")
+        )
+        # Completing again changes nothing, `updated_at` included: one statement either way.
+        self.complete: Executable = (
+            update(_tasks)
+            .where(owned)
+            .values(
+                completed=True,
+                updated_at=case((_tasks.c.completed, _tasks.c.updated_at), else_=bindparam("now")),
+            )
+            .returning(*_RETURNED)
+        )
+        changed = update(_tasks).where(owned).returning(*_RETURNED)
+        self.update: dict[tuple[bool, bool], Executable] = {
+            (True, False): changed.values(
+                title=bindparam("new_title"), updated_at=bindparam("now")
+            ),
+            (False, True): changed.values(
+                description=bindparam("new_description"), updated_at=bindparam("now")
+            ),
+            (True, True): changed.values(
+                title=bindparam("new_title"),
+                description=bindparam("new_description"),
+                updated_at=bindparam("now"),
+            ),
+        }
+        self.delete: Executable = delete(_tasks).where(owned).returning(*_RETURNED)
+        # The owner's counter row: created at 1, else bumped. Its row lock, held until the
+        # statement's transaction ends, makes one user's concurrent adds take turns.
+        counter = insert(_counters).values(user_id=bindparam("owner"), last_number=1)
+        self.next_number: Any = counter.on_conflict_do_update(
+            index_elements=[_counters.c.user_id],
+            set_={"last_number": _counters.c.last_number + 1},
+        ).returning(_counters.c.last_number)
+        self.insert_task: Executable = (
+            insert(_tasks)
+            .values(
+                user_id=bindparam("owner"),
+                number=bindparam("task_number"),
+                title=bindparam("new_title"),
+                description=bindparam("new_description"),
+                completed=False,
+                created_at=bindparam("now"),
+                updated_at=bindparam("now"),
+            )
+            .returning(*_RETURNED)
+        )
+        # Postgres: the number and the row in one statement (a data-modifying CTE).
+        self.add: Executable | None = None
+        if postgres:
+            numbered = self.next_number.cte("numbered")
+            row = select(
+                bindparam("owner", type_=_tasks.c.user_id.type),
+                numbered.c.last_number,
+                bindparam("new_title", type_=_tasks.c.title.type),
+                bindparam("new_description", type_=_tasks.c.description.type),
+                false(),
+                bindparam("now", type_=_tasks.c.created_at.type),
+                bindparam("now", type_=_tasks.c.updated_at.type),
+            )
+            columns = ["user_id", "number", "title", "description", "completed"]
+            self.add = (
+                insert(_tasks)
+                .from_select([*columns, "created_at", "updated_at"], row)
+                .returning(*_RETURNED)
+            )
+
+
+class TaskRepository:
+    """Tasks of many users; each method is one unit of work scoped by `user_id`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        # One statement needs no BEGIN/COMMIT around it (except behind a transaction pooler).
+        self._autocommit = autocommit(engine)
+        self._statements = _Statements(insert_for(engine), postgres=is_postgres(engine))
 
     async def list(
         self,
@@ -99,19 +216,20 @@ class TaskRepository:
         limit: int | None = None,
     ) -> builtins.list[Task]:
         """The caller's tasks in creation order with an id above `after`, at most `limit`."""
-        statement = select(TaskRow).where(TaskRow.user_id == user_id, TaskRow.number > after)
-        if status == "open":
-            statement = statement.where(col(TaskRow.completed).is_(False))
-        elif status == "completed":
-            statement = statement.where(col(TaskRow.completed).is_(True))
-        elif status != "all":
+        statement = self._statements.list.get(status)
+        if statement is None:
             raise InvalidTask("status must be one of: all, open, completed.")
-        statement = statement.order_by(col(TaskRow.number))
-        if limit is not None:
-            statement = statement.limit(limit)
-        async with self._sessions.begin() as session:
-            rows = (await session.exec(statement)).all()
-            return [_to_task(row) for row in rows]
+        values = {
+            "owner": user_id,
+            "after": after,
+            "limit": _NO_LIMIT if limit is None else limit,
+        }
+
+        async def read() -> builtins.list[Task]:
+            async with self._autocommit.connect() as conn:
+                return [_to_task(row) for row in await conn.execute(statement, values)]
+
+        return await once_more_if_disconnected(read)
 
     async def page(
         self,
@@ -131,41 +249,26 @@ class TaskRepository:
 
     async def add(self, *, user_id: str, title: str, description: str = "") -> Task:
         """Create an open task for the caller, numbered after the last one they ever had."""
-        clean_title = _valid_title(title)
-        clean_description = _valid_description(description)
-        now = _utcnow()
-        async with self._sessions.begin() as session:
-            # The counter row stays locked until commit: one user's adds take turns.
-            number = await _next_number(session, user_id)
-            row = TaskRow(
-                user_id=user_id,
-                number=number,
-                title=clean_title,
-                description=clean_description,
-                completed=False,
-                created_at=now,
-                updated_at=now,
-            )
-            session.add(row)
-            await session.flush()
-            return _to_task(row)
+        values: dict[str, Any] = {
+            "owner": user_id,
+            "new_title": _valid_title(title),
+            "new_description": _valid_description(description),
+            "now": utcnow(),
+        }
+        # Not repeated on a dropped connection: the task may have been added already.
+        if self._statements.add is not None:
+            async with self._autocommit.begin() as conn:
+                return _to_task((await conn.execute(self._statements.add, values)).one())
+        async with self._engine.begin() as conn:
+            number = (await conn.execute(self._statements.next_number, values)).scalar_one()
+            values["task_number"] = number
+            return _to_task((await conn.execute(self._statements.insert_task, values)).one())
 
     async def complete(self, *, user_id: str, task_id: int) -> Task:
         """Mark the caller's task completed (completing it again changes nothing)."""
         _check_id(task_id)
-        async with self._sessions.begin() as session:
-            result = await session.exec(
-                update(TaskRow)
-                .where(col(TaskRow.number) == task_id, col(TaskRow.user_id) == user_id)
-                .where(col(TaskRow.completed).is_(False))
-                .values(completed=True, updated_at=_utcnow())
-                .returning(TaskRow)
-            )
-            row = result.scalars().one_or_none()
-            if row is None:
-                # Either it is already completed, or it is not the caller's: tell which.
-                row = await _owned_row(session, user_id=user_id, task_id=task_id)
-            return _to_task(row)
+        values = {"owner": user_id, "task_id": task_id, "now": utcnow()}
+        return await self._one(self._statements.complete, values, task_id, repeatable=True)
 
     async def update(
         self,
@@ -177,54 +280,48 @@ class TaskRepository:
     ) -> Task:
         """Change the title and/or description of the caller's task."""
         _check_id(task_id)
-        values: dict[str, object] = {}
-        if title is not None:
-            values["title"] = _valid_title(title)
-        if description is not None:
-            values["description"] = _valid_description(description)
-        if not values:
+        if title is None and description is None:
             raise InvalidTask("Give a new title or a new description (or both).")
-        values["updated_at"] = _utcnow()
-        async with self._sessions.begin() as session:
-            result = await session.exec(
-                update(TaskRow)
-                .where(col(TaskRow.number) == task_id, col(TaskRow.user_id) == user_id)
-                .values(**values)
-                .returning(TaskRow)
-            )
-            row = result.scalars().one_or_none()
-            if row is None:
-                raise TaskNotFound(task_id)
-            return _to_task(row)
+        values: dict[str, Any] = {"owner": user_id, "task_id": task_id, "now": utcnow()}
+        if title is not None:
+            values["new_title"] = _valid_title(title)
+        if description is not None:
+            values["new_description"] = _valid_description(description)
+        statement = self._statements.update[(title is not None, description is not None)]
+        return await self._one(statement, values, task_id, repeatable=True)
 
     async def delete(self, *, user_id: str, task_id: int) -> Task:
         """Delete the caller's task and return it as it was."""
         _check_id(task_id)
-        async with self._sessions.begin() as session:
-            result = await session.exec(
-                delete(TaskRow)
-                .where(col(TaskRow.number) == task_id, col(TaskRow.user_id) == user_id)
-                .returning(TaskRow)
-            )
-            row = result.scalars().one_or_none()
-            if row is None:
-                raise TaskNotFound(task_id)
-            return _to_task(row)
+        values = {"owner": user_id, "task_id": task_id}
+        return await self._one(self._statements.delete, values, task_id, repeatable=False)
+
+    async def _one(
+        self, statement: Executable, values: dict[str, Any], task_id: int, *, repeatable: bool
+    ) -> Task:
+        """Run a one-task write; no row means the caller has no such task."""
+
+        async def write() -> Row[Any] | None:
+            async with self._autocommit.begin() as conn:
+                return (await conn.execute(statement, values)).one_or_none()
+
+        row = await (once_more_if_disconnected(write) if repeatable else write())
+        if row is None:
+            raise TaskNotFound(task_id)
+        return _to_task(row)
 
 
 class CallQuota:
     """At most `limit` tool calls per user in each fixed window of `window_seconds`.
 
-    The count lives in `usage_windows` (kind `todo_mcp_calls`), so every process sees it.
-    A `limit` of 0 turns the quota off.
+    The count lives in `usage_windows` (kind `todo_mcp_calls`), so every process sees it; a
+    call is counted in one statement. A `limit` of 0 turns the quota off.
     """
 
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], *, limit: int, window_seconds: int = 60
-    ) -> None:
+    def __init__(self, engine: AsyncEngine, *, limit: int, window_seconds: int = 60) -> None:
         if limit < 0 or window_seconds < 1:
             raise ValueError("limit must be >= 0 and window_seconds >= 1")
-        self._sessions = sessions
+        self._counts = WindowCounts(engine)
         self.limit = limit
         self.window_seconds = window_seconds
 
@@ -234,52 +331,15 @@ class CallQuota:
             return
         now = time.time()
         window_start = int(now // self.window_seconds) * self.window_seconds
-        async with self._sessions.begin() as session:
-            insert = _dialect_insert(session)
-            statement = insert(_windows).values(
-                user_id=user_id, kind=CALLS_WINDOW_KIND, window_start=window_start, count=1
-            )
-            statement = statement.on_conflict_do_update(
-                index_elements=[_windows.c.user_id, _windows.c.kind, _windows.c.window_start],
-                set_={"count": _windows.c.count + 1},
-            ).returning(_windows.c.count)
-            count = int((await session.exec(statement)).scalar_one())
-            if count == 1:  # a new window: the user's older ones are over
-                await session.exec(
-                    delete(_windows).where(
-                        _windows.c.user_id == user_id,
-                        _windows.c.kind == CALLS_WINDOW_KIND,
-                        _windows.c.window_start < window_start,
-                    )
-                )
+        count = await self._counts.add_one(
+            user_id=user_id, kind=CALLS_WINDOW_KIND, window_start=window_start
+        )
         if count > self.limit:
             raise TooManyCalls(
                 limit=self.limit,
                 window_seconds=self.window_seconds,
                 retry_after=max(1, math.ceil(window_start + self.window_seconds - now)),
             )
-
-
-def _dialect_insert(session: AsyncSession) -> Any:
-    assert session.bind is not None
-    return (postgresql if session.bind.dialect.name == "postgresql" else sqlite).insert
-
-
-async def _next_number(session: AsyncSession, user_id: str) -> int:
-    statement = _dialect_insert(session)(_counters).values(user_id=user_id, last_number=1)
-    statement = statement.on_conflict_do_update(
-        index_elements=[_counters.c.user_id],
-        set_={"last_number": _counters.c.last_number + 1},
-    ).returning(_counters.c.last_number)
-    return int((await session.exec(statement)).scalar_one())
-
-
-async def _owned_row(session: AsyncSession, *, user_id: str, task_id: int) -> TaskRow:
-    statement = select(TaskRow).where(TaskRow.number == task_id, TaskRow.user_id == user_id)
-    row = (await session.exec(statement)).one_or_none()
-    if row is None:
-        raise TaskNotFound(task_id)
-    return row
 
 
 def _valid_title(title: str) -> str:
@@ -307,16 +367,11 @@ def _check_id(task_id: int) -> None:
         raise TaskNotFound(task_id)
 
 
-def _utcnow() -> datetime:
-    # Columns are naive UTC (see tables.py).
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 def _iso(value: datetime) -> str:
     return value.replace(tzinfo=UTC).isoformat()
 
 
-def _to_task(row: TaskRow) -> Task:
+def _to_task(row: Row[Any]) -> Task:
     return Task(
         id=row.number,
         title=row.title,

@@ -18,14 +18,25 @@ import math
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, TextClause, delete, func, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import (
+    Executable,
+    Table,
+    TextClause,
+    bindparam,
+    delete,
+    exists,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.store.database import autocommit, once_more_if_disconnected
+from app.store.sql import insert_for, is_postgres, utcnow
 from app.store.tables import StreamLeaseRow, ThreadTurnRow, UsageWindowRow
 
 _windows: Table = UsageWindowRow.__table__  # type: ignore[attr-defined]
@@ -58,10 +69,6 @@ class TurnClaims:
     stream_slot: str | None
     # Written with the slot: tells this holder from a later one of the same slot.
     started_at: datetime
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def slot_prefix(user_id: str) -> str:
@@ -189,10 +196,11 @@ class UsageStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._postgres = engine.dialect.name == "postgresql"
-        self._insert = (postgresql if self._postgres else sqlite).insert
+        self._postgres = is_postgres(engine)
+        self._insert = insert_for(engine)
         # Single statements need no BEGIN/COMMIT around them.
         self._autocommit = autocommit(engine)
+        self._counts = WindowCounts(engine)
 
     async def admit_turn(
         self,
@@ -227,7 +235,7 @@ class UsageStore:
                 active, first_expiry = await self._give_back(claims)
                 if active < stream_limit and attempt == 1:
                     continue
-                raise _too_many_streams(stream_limit, first_expiry, _now())
+                raise _too_many_streams(stream_limit, first_expiry, utcnow())
             if turns_limit and counted is not None and counted > turns_limit:
                 await self.release_turn(claims)
                 now = time.time()
@@ -243,7 +251,7 @@ class UsageStore:
         stream_limit: int,
         turns_limit: int,
     ) -> tuple[TurnClaims | None, int | None]:
-        now = _now()
+        now = utcnow()
         thread_lease = uuid.uuid4().hex
         parameters: dict[str, Any] = {
             "thread_id": thread_id,
@@ -267,7 +275,7 @@ class UsageStore:
 
     async def _give_back(self, claims: TurnClaims) -> tuple[int, datetime | None]:
         """Release the thread of a turn refused for its streams; the user's active slots."""
-        now = _now()
+        now = utcnow()
         async with self._autocommit.begin() as conn:
             await self._release(conn, claims)
             row = (
@@ -312,7 +320,7 @@ class UsageStore:
                 await self.renew_turn(claims, lease_seconds=lease_seconds)
             return
         parameters = {
-            "expires_at": _now() + timedelta(seconds=lease_seconds),
+            "expires_at": utcnow() + timedelta(seconds=lease_seconds),
             "thread_ids": [claims.thread_id for claims in live],
             "thread_leases": [claims.thread_lease for claims in live],
             "stream_slots": [claims.stream_slot for claims in live],
@@ -323,7 +331,7 @@ class UsageStore:
 
     async def renew_turn(self, claims: TurnClaims, *, lease_seconds: int) -> None:
         """Push back the expiry of a running answer's thread claim and stream slot."""
-        expires_at = _now() + timedelta(seconds=lease_seconds)
+        expires_at = utcnow() + timedelta(seconds=lease_seconds)
         async with self._autocommit.begin() as conn:
             if self._postgres:
                 await conn.execute(
@@ -359,7 +367,7 @@ class UsageStore:
         stream_limit: int,
         turns_limit: int,
     ) -> TurnClaims:
-        now = _now()
+        now = utcnow()
         expires_at = now + timedelta(seconds=lease_seconds)
         thread_lease = uuid.uuid4().hex
         claim = self._insert(_turns).values(
@@ -417,25 +425,64 @@ class UsageStore:
     async def _count_turn_in_steps(self, user_id: str, limit: int) -> None:
         now = time.time()
         window_start = _window_start(now)
-        statement = self._insert(_windows).values(
-            user_id=user_id, kind=TURNS, window_start=window_start, count=1
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=[_windows.c.user_id, _windows.c.kind, _windows.c.window_start],
-            set_={"count": _windows.c.count + 1},
-        ).returning(_windows.c.count)
-        async with self._engine.begin() as conn:
-            count = int((await conn.execute(statement)).scalar_one())
-            if count == 1:
-                await conn.execute(
-                    delete(_windows).where(
-                        _windows.c.user_id == user_id,
-                        _windows.c.kind == TURNS,
-                        _windows.c.window_start < window_start,
-                    )
-                )
+        count = await self._counts.add_one(user_id=user_id, kind=TURNS, window_start=window_start)
         if count > limit:
             raise _too_many_turns(limit, window_start, now)
+
+
+class WindowCounts:
+    """Per-user counts in fixed windows (`usage_windows`), one kind of thing each.
+
+    Counting is one statement on Postgres. The first count of a window forgets the user's
+    older windows of that kind (in the same statement on Postgres, one more on SQLite).
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._postgres = is_postgres(engine)
+        self._autocommit = autocommit(engine)
+        window = _windows.c
+        counted = insert_for(engine)(_windows).values(
+            user_id=bindparam("owner"),
+            kind=bindparam("window_kind"),
+            window_start=bindparam("start"),
+            count=1,
+        )
+        # Postgres: the count and the forgetting of older windows in one statement.
+        self._count: Any = counted.on_conflict_do_update(
+            index_elements=[window.user_id, window.kind, window.window_start],
+            set_={"count": window.count + 1},
+        ).returning(window.count)
+        older = (
+            window.user_id == bindparam("owner"),
+            window.kind == bindparam("window_kind"),
+            window.window_start < bindparam("start"),
+        )
+        self._forget: Executable = delete(_windows).where(*older)
+        if self._postgres:
+            new_count = self._count.cte("counted")
+            forgotten = (
+                delete(_windows)
+                .where(*older, exists().where(new_count.c.count == 1))
+                .cte("forgotten")
+            )
+            self._count = select(new_count.c.count).add_cte(forgotten)
+
+    async def add_one(self, *, user_id: str, kind: str, window_start: int) -> int:
+        """Count one more in the user's window starting at `window_start`; the new count.
+
+        A dropped connection gets one more try: at worst a call is counted twice.
+        """
+        values = {"owner": user_id, "window_kind": kind, "start": window_start}
+
+        async def count() -> int:
+            async with self._autocommit.begin() as conn:
+                return int((await conn.execute(self._count, values)).scalar_one())
+
+        counted = await once_more_if_disconnected(count)
+        if counted == 1 and not self._postgres:
+            async with self._autocommit.begin() as conn:
+                await conn.execute(self._forget, values)
+        return counted
 
 
 def _window_start(now: float) -> int:

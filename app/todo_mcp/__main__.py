@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 
 from app.auth.base import TokenVerifier
 from app.settings import Settings, SettingsError, load_settings
-from app.store.database import create_engine, prepare_database, session_factory
+from app.store.database import create_engine, prepare_database
 from app.todo_mcp.server import build_todo_mcp
 
 DEFAULT_PORT = 3000
@@ -55,7 +55,7 @@ def build_app(
     )
     todo = build_todo_mcp(
         verifier=verifier,
-        sessions=session_factory(engine),
+        engine=engine,
         public_url_hosts=_public_hosts(settings, allow_hosts),
         port=port,
         issuer_url=settings.auth_issuer,

@@ -21,8 +21,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -34,9 +33,8 @@ from app.store.tasks import (
     MAX_PAGE_SIZE,
     TITLE_MAX_CHARS,
     CallQuota,
-    InvalidTask,
     Task,
-    TaskNotFound,
+    TaskError,
     TaskRepository,
     TaskStatus,
     TooManyCalls,
@@ -211,7 +209,7 @@ class TodoMcp:
 def build_todo_mcp(
     *,
     verifier: TokenVerifier,
-    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
     public_url_hosts: list[str],
     port: int,
     path: str = "/mcp",
@@ -230,8 +228,8 @@ def build_todo_mcp(
     """
     if not path.startswith("/") or path == "/" or path.endswith("/"):
         raise ValueError("path must look like /mcp (leading slash, no trailing slash)")
-    repository = TaskRepository(sessions)
-    quota = CallQuota(sessions, limit=calls_per_window, window_seconds=call_window_seconds)
+    repository = TaskRepository(engine)
+    quota = CallQuota(engine, limit=calls_per_window, window_seconds=call_window_seconds)
     server: MCPServer[Any] = MCPServer(
         SERVER_NAME,
         title="TODO tasks",
@@ -437,7 +435,7 @@ async def _run(operation: Awaitable[_T]) -> _T:
     """
     try:
         return await operation
-    except (TaskNotFound, InvalidTask) as exc:
+    except TaskError as exc:
         raise ToolError(exc.message) from exc
     except SQLAlchemyError as exc:
         logger.warning(

@@ -34,7 +34,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.auth.shared_secret import SharedSecretVerifier
 from app.context import RequestContext
 from app.store.chatkit_store import SqlStore, new_id
-from app.store.database import session_factory
 from app.store.tasks import TaskNotFound, TaskRepository
 from tests.e2e.harness import ChatKitClient, ServerProcess, text_input
 from tests.security.checks import RowSnapshot, assert_json_error, count_rows, snapshot_rows
@@ -493,7 +492,7 @@ async def test_foreign_ids_in_the_store(
 ) -> None:
     b = Seams(
         store=SqlStore(pg_engine),
-        tasks=TaskRepository(session_factory(pg_engine)),
+        tasks=TaskRepository(pg_engine),
         context=context_of(world.b_user),
     )
     before = await world.snapshot(pg_engine)

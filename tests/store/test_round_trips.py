@@ -1,5 +1,6 @@
 """What a turn's store calls send to Postgres: one statement each, no pings, no BEGIN around a
-read, a repeat read of the newest items answered from the turn, and a restart survived."""
+read, a repeat read of the newest items answered from the turn, a task tool call in two
+statements, and a restart survived."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.context import RecentItems, RequestContext
 from app.store.chatkit_store import SqlStore, ThreadGoneError, new_item_id, new_thread_id
 from app.store.database import create_engine, migrate
+from app.store.tasks import CallQuota, TaskNotFound, TaskRepository
 from tests.pg_cluster import PostgresCluster, start_cluster
 from tests.pg_statements import StatementLog, log_statements, verbs
 
@@ -139,6 +141,39 @@ async def test_an_item_goes_only_into_the_callers_own_thread(engine: AsyncEngine
     assert page.data == []
 
 
+async def test_a_task_tool_call_is_two_statements(
+    engine: AsyncEngine, statements: Statements
+) -> None:
+    """The quota's count and the tool's work: one statement each, no BEGIN/COMMIT around."""
+    tasks = TaskRepository(engine)
+    quota = CallQuota(engine, limit=100)
+    user, other = (f"user-{uuid.uuid4().hex}" for _ in range(2))
+    await tasks.list(user_id=user)  # the engine's first connection sets itself up
+    await statements.sent()
+
+    await quota.spend(user)  # a new window: counted, older windows forgotten, one statement
+    assert await statements.sent() == ["WITH"]
+    await quota.spend(user)
+    assert await statements.sent() == ["WITH"]
+    added = await tasks.add(user_id=user, title="one")  # number and row together
+    assert await statements.sent() == ["WITH"]
+    second = await tasks.add(user_id=user, title="two")
+    assert await statements.sent() == ["WITH"]
+    assert (added.id, second.id) == (1, 2)
+    page = await tasks.page(user_id=user)
+    assert await statements.sent() == ["SELECT"]
+    assert page.tasks == [added, second]
+    await tasks.complete(user_id=user, task_id=added.id)
+    await tasks.complete(user_id=user, task_id=added.id)
+    await tasks.update(user_id=user, task_id=added.id, title="renamed")
+    assert await statements.sent() == ["UPDATE", "UPDATE", "UPDATE"]
+    await tasks.delete(user_id=user, task_id=second.id)
+    assert await statements.sent() == ["DELETE"]
+    with pytest.raises(TaskNotFound):
+        await tasks.complete(user_id=other, task_id=added.id)
+    assert await statements.sent() == ["UPDATE"]
+
+
 def restart(cluster: PostgresCluster) -> None:
     options = f"-p {cluster.port} -k {cluster.root} -c listen_addresses=127.0.0.1"
     command = [
@@ -164,5 +199,23 @@ async def test_pooled_connections_dropped_by_a_restart_cost_no_failure(
         await store.add_thread_item(thread.id, message(thread.id, "after"), context)
         loaded = await store.load_thread(thread.id, context)
         assert loaded.id == thread.id
+    finally:
+        await engine.dispose()
+
+
+async def test_a_task_tool_call_after_a_restart_goes_through(
+    own_cluster: PostgresCluster, database_url: str
+) -> None:
+    engine = create_engine(database_url, pool_size=3, max_overflow=0)
+    tasks = TaskRepository(engine)
+    quota = CallQuota(engine, limit=100)
+    user = f"user-{uuid.uuid4().hex}"
+    try:
+        first = await tasks.add(user_id=user, title="before")
+        restart(own_cluster)
+        # The quota's count finds the pooled connection dead and counts on a new one.
+        await quota.spend(user)
+        second = await tasks.add(user_id=user, title="after")
+        assert [task.id for task in await tasks.list(user_id=user)] == [first.id, second.id]
     finally:
         await engine.dispose()

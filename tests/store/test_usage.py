@@ -13,7 +13,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.store.database import create_engine, migrate
-from app.store.usage import LimitExceeded, ThreadBusy, UsageStore
+from app.store.tasks import CallQuota, TooManyCalls
+from app.store.usage import LimitExceeded, ThreadBusy, UsageStore, WindowCounts
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
@@ -198,3 +199,39 @@ async def test_running_turns_are_renewed_together(usage: UsageStore, engine: Asy
                 engine, "SELECT expires_at FROM stream_leases WHERE id = :s", s=claims.stream_slot
             )
             assert as_time(slot[0]) > horizon
+
+
+async def test_window_counts_count_per_user_and_kind_and_forget_older_windows(
+    engine: AsyncEngine,
+) -> None:
+    counts = WindowCounts(engine)
+    user, other = new_id("user"), new_id("user")
+    firsts = [await counts.add_one(user_id=user, kind="k", window_start=60) for _ in range(3)]
+    assert firsts == [1, 2, 3]
+    assert await counts.add_one(user_id=user, kind="other", window_start=60) == 1
+    assert await counts.add_one(user_id=other, kind="k", window_start=60) == 1
+    # The first count of a later window forgets the user's older windows of that kind only.
+    assert await counts.add_one(user_id=user, kind="k", window_start=120) == 1
+    kept = await rows(
+        engine,
+        "SELECT kind, window_start, count FROM usage_windows WHERE user_id = :u"
+        " ORDER BY kind, window_start",
+        u=user,
+    )
+    assert kept == [("k", 120, 1), ("other", 60, 1)]
+    others = await rows(engine, "SELECT count FROM usage_windows WHERE user_id = :u", u=other)
+    assert others == [(1,)]
+
+
+async def test_call_quota_refuses_calls_beyond_its_limit(engine: AsyncEngine) -> None:
+    quota = CallQuota(engine, limit=3, window_seconds=3600)
+    user = new_id("user")
+    for _ in range(3):
+        await quota.spend(user)
+    with pytest.raises(TooManyCalls) as refused:
+        await quota.spend(user)
+    assert refused.value.limit == 3
+    assert 1 <= refused.value.retry_after <= 3600
+    await CallQuota(engine, limit=0).spend(user)  # off: counts nothing
+    counts = await rows(engine, "SELECT count FROM usage_windows WHERE user_id = :u", u=user)
+    assert counts == [(4,)]

@@ -20,7 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from app.auth.base import TokenVerifier
-from app.store.database import create_engine, session_factory
+from app.store.database import create_engine
 from app.todo_mcp import build_todo_mcp
 from tests.pg_cluster import free_port
 
@@ -60,7 +60,7 @@ def todo_app(*, database_url: str, verifier: TokenVerifier, port: int, **options
     engine = create_engine(database_url)
     todo = build_todo_mcp(
         verifier=verifier,
-        sessions=session_factory(engine),
+        engine=engine,
         public_url_hosts=[PUBLIC_HOST],
         port=port,
         **options,

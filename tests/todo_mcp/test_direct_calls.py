@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.shared_secret import SharedSecretVerifier
-from app.store.database import session_factory
 from app.store.tasks import TaskRepository
 from app.tools import McpConnector
 from tests.todo_mcp.conftest import MCP_TIMEOUT, new_user, stored_tasks
@@ -80,7 +79,7 @@ async def test_list_tasks_pages_100_at_a_time(
     connector: McpConnector, verifier: SharedSecretVerifier, pg_engine: AsyncEngine
 ) -> None:
     user = new_user()
-    repository = TaskRepository(session_factory(pg_engine))
+    repository = TaskRepository(pg_engine)
     for n in range(250):
         await repository.add(user_id=user, title=f"task {n:03}")
 
@@ -112,7 +111,7 @@ async def test_status_filter_pages_too(
     connector: McpConnector, verifier: SharedSecretVerifier, pg_engine: AsyncEngine
 ) -> None:
     user = new_user()
-    repository = TaskRepository(session_factory(pg_engine))
+    repository = TaskRepository(pg_engine)
     added = [await repository.add(user_id=user, title=f"t{n}") for n in range(12)]
     for task in added[::3]:
         await repository.complete(user_id=user, task_id=task.id)

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.store.database import alembic_config, create_engine, migrate, session_factory
+from app.store.database import alembic_config, create_engine, migrate
 from app.store.tasks import TaskNotFound, TaskRepository
 
 BEFORE_NUMBERS = "0006"
@@ -60,7 +60,7 @@ async def test_old_ids_stay_valid_and_new_tasks_are_numbered_per_user(database_u
                 )
         await migrate(engine)
 
-        tasks = TaskRepository(session_factory(engine))
+        tasks = TaskRepository(engine)
         assert [t.id for t in await tasks.list(user_id="alice")] == [1, 3]
         assert [t.id for t in await tasks.list(user_id="bob")] == [2, 4, 5]
         assert (await tasks.complete(user_id="alice", task_id=3)).completed

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import pytest
 
-from app.store.database import create_engine, session_factory
+from app.store.database import create_engine
 from app.store.tasks import (
     DESCRIPTION_MAX_CHARS,
     TITLE_MAX_CHARS,
@@ -24,7 +25,7 @@ async def tasks(
 ) -> AsyncIterator[TaskRepository]:
     """The same repository on both databases (each migrated by alembic)."""
     engine = create_engine(postgres_url if request.param == "postgres" else sqlite_url)
-    yield TaskRepository(session_factory(engine))
+    yield TaskRepository(engine)
     await engine.dispose()
 
 
@@ -144,3 +145,29 @@ async def test_limits_are_inclusive(tasks: TaskRepository) -> None:
     with pytest.raises(InvalidTask):
         await tasks.update(user_id=user, task_id=task.id, title=" ")
     assert await tasks.list(user_id=user) == [task]
+
+
+async def test_concurrent_adds_of_one_user_get_distinct_consecutive_numbers(
+    tasks: TaskRepository,
+) -> None:
+    user, other = new_user(), new_user()
+    first = await tasks.add(user_id=user, title="first")
+    added = await asyncio.gather(
+        *(tasks.add(user_id=user, title=f"at once {n}") for n in range(12)),
+        *(tasks.add(user_id=other, title=f"other {n}") for n in range(3)),
+    )
+
+    mine = [task.id for task in added[:12]]
+    assert sorted(mine) == list(range(first.id + 1, first.id + 13))
+    assert sorted(task.id for task in added[12:]) == [1, 2, 3]
+    listed = await tasks.list(user_id=user)
+    assert [task.id for task in listed] == [first.id, *sorted(mine)]
+
+
+async def test_numbers_are_never_given_twice_even_after_a_delete(tasks: TaskRepository) -> None:
+    user = new_user()
+    one = await tasks.add(user_id=user, title="one")
+    two = await tasks.add(user_id=user, title="two")
+    await tasks.delete(user_id=user, task_id=two.id)
+    three = await tasks.add(user_id=user, title="three")
+    assert (one.id, two.id, three.id) == (1, 2, 3)

@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.auth.base import Principal
 from app.auth.shared_secret import SharedSecretVerifier
 from app.errors import ServiceUnavailableError
-from app.store.database import session_factory
 from app.todo_mcp import build_todo_mcp
 from app.tools import McpConnector
 from tests.todo_mcp.conftest import SECRET, new_user, stored_tasks
@@ -342,7 +341,7 @@ class _KeysUnavailable:
 async def test_key_outage_is_503_not_401(pg_engine: AsyncEngine) -> None:
     todo = build_todo_mcp(
         verifier=_KeysUnavailable(),
-        sessions=session_factory(pg_engine),
+        engine=pg_engine,
         public_url_hosts=[],
         port=80,
     )
@@ -365,7 +364,7 @@ def test_path_must_be_one_exact_segment_path(pg_engine: AsyncEngine, path: str) 
     with pytest.raises(ValueError, match="path"):
         build_todo_mcp(
             verifier=SharedSecretVerifier(SECRET),
-            sessions=session_factory(pg_engine),
+            engine=pg_engine,
             public_url_hosts=[],
             port=3000,
             path=path,
