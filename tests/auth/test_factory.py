@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,9 +18,9 @@ from tests.auth.conftest import AUDIENCE, ISSUER, IssuerKey, JwksEndpoint, claim
 SECRET = "f" * 48
 
 
-def settings(tmp_path: Path, **values: object) -> Settings:
+def settings(tmp_path: Path, **values: Any) -> Settings:
     # _env_file=None: the tests must not depend on a developer's `.env`.
-    return Settings(_env_file=None, data_dir=tmp_path / "data", **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, data_dir=tmp_path / "data", **values)
 
 
 async def test_jwks_mode(tmp_path: Path, jwks: JwksEndpoint, keys: dict[str, IssuerKey]) -> None:

@@ -48,9 +48,10 @@ def hs256(secret: bytes) -> Callable[[bytes], bytes]:
 
 
 def rsa_public_pem(key: IssuerKey) -> bytes:
-    return key.private_key.public_key().public_bytes(
+    pem: bytes = key.private_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+    return pem
 
 
 def good(k: Keys) -> str:
@@ -237,7 +238,7 @@ async def test_dependency_answers_401(
     case: str, suite_client: httpx2.AsyncClient, forge_keys: Keys
 ) -> None:
     value = ALL_HEADER_CASES[case](forge_keys)
-    headers = {} if value is None else {"Authorization": value.encode()}
+    headers = {} if value is None else {b"Authorization": value.encode()}
     response = await suite_client.get("/whoami", headers=headers)
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'

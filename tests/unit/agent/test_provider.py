@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from agents import OpenAIChatCompletionsModel, OpenAIResponsesModel
@@ -16,8 +17,8 @@ from app.store.chatkit_store import SqlStore
 from app.store.database import create_engine
 
 
-def settings(tmp_path: Path, **values: object) -> Settings:
-    return Settings(_env_file=None, data_dir=tmp_path, **values)  # type: ignore[call-arg]
+def settings(tmp_path: Path, **values: Any) -> Settings:
+    return Settings(_env_file=None, data_dir=tmp_path, **values)
 
 
 async def test_offline_without_openai_settings(tmp_path: Path) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
+from typing import Any
 
+from agents.items import TResponseInputItem
 from chatkit.types import (
     FileAttachment,
     ImageAttachment,
@@ -12,6 +14,7 @@ from chatkit.types import (
     UserMessageItem,
     UserMessageTextContent,
 )
+from openai.types.responses import ResponseOutputMessage, ResponseOutputText
 
 from app.agent.attachment_notes import attachment_names, attachment_note
 from app.agent.offline_model import OfflineDemoModel, attached_names
@@ -31,7 +34,7 @@ def image(attachment_id: str, size: int = len(PNG)) -> ImageAttachment:
         id=attachment_id,
         name=f"{attachment_id}.png",
         mime_type="image/png",
-        preview_url="https://h/p",  # type: ignore[arg-type]
+        preview_url="https://h/p",
         metadata={"size": size, "uploaded": True},
     )
 
@@ -40,6 +43,12 @@ def file(attachment_id: str, mime_type: str, name: str, size: int = 3) -> FileAt
     return FileAttachment(
         id=attachment_id, name=name, mime_type=mime_type, metadata={"size": size, "uploaded": True}
     )
+
+
+def content_parts(item: TResponseInputItem) -> list[Any]:
+    """The content parts of one converted message (read as the plain dict it is)."""
+    message: dict[str, Any] = dict(item)
+    return list(message["content"])
 
 
 def message(text: str, *attachments: ImageAttachment | FileAttachment) -> UserMessageItem:
@@ -94,7 +103,7 @@ async def test_converter_reads_bytes_names_files_and_survives_missing_ones() -> 
     history = [message("look", image("a"), file("gone", "text/plain", "gone.txt"))]
     converter = AttachmentConverter().for_turn(history, read)
     converted = await converter.to_agent_input(history)
-    content = converted[0]["content"]  # type: ignore[index]
+    content = content_parts(converted[0])
     assert content[0] == {"type": "input_text", "text": "look"}
     assert attachment_names(content[1]["text"]) == ["a.png", "gone.txt"]
     assert content[2]["type"] == "input_image"
@@ -102,7 +111,7 @@ async def test_converter_reads_bytes_names_files_and_survives_missing_ones() -> 
     assert read_ids == ["a", "gone"]
 
     unbound = await AttachmentConverter().to_agent_input(history)
-    assert "not included" in unbound[0]["content"][2]["text"]  # type: ignore[index]
+    assert "not included" in content_parts(unbound[0])[2]["text"]
 
 
 def test_notes_read_back_any_name() -> None:
@@ -117,7 +126,9 @@ async def test_offline_model_acknowledges_attachments_by_name() -> None:
     items = await AttachmentConverter().to_agent_input(history)
     assert attached_names(items) == ["cat.png", "notes.txt"]
     reply = OfflineDemoModel()._decide(items, [])
-    text = reply.content[0].text  # type: ignore[union-attr]
+    assert isinstance(reply, ResponseOutputMessage)
+    assert isinstance(reply.content[0], ResponseOutputText)
+    text = reply.content[0].text
     assert '"cat.png"' in text and '"notes.txt"' in text
 
 
@@ -132,4 +143,4 @@ async def test_offline_commands_ignore_attached_text() -> None:
         name = "list_tasks"
 
     call = OfflineDemoModel()._decide(items, [Tool()])  # type: ignore[list-item]
-    assert call.type == "function_call" and call.name == "list_tasks"  # type: ignore[union-attr]
+    assert call.type == "function_call" and call.name == "list_tasks"

@@ -80,13 +80,13 @@ def test_dictation_off() -> None:
 
 def test_only_recordings_may_exceed_the_body_cap() -> None:
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         openai_api_key="k",
         max_body_bytes=2048,
         transcribe_max_bytes=30_000,
     )
     assert chatkit_body_limit(settings) >= 40_000
-    assert chatkit_body_limit(Settings(_env_file=None, max_body_bytes=2048)) == 2048  # type: ignore[call-arg]
+    assert chatkit_body_limit(Settings(_env_file=None, max_body_bytes=2048)) == 2048
     message = REQUEST_ADAPTER.validate_python(
         {
             "type": "threads.create",

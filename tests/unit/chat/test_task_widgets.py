@@ -28,7 +28,7 @@ from app.chat.tool_progress import FinishedToolCall
 from app.errors import BadRequestError
 from tests.chat_features.strict_widgets import assert_strict_widget
 
-EMBEDDED_LIST = {
+EMBEDDED_LIST: dict[str, Any] = {
     "status": "all",
     "count": 2,
     "tasks": [
