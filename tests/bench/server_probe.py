@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 import tracemalloc
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any
 
 import httpx2
@@ -29,7 +29,7 @@ import httpx2
 _counts: Counter[str] = Counter()
 _dumps = 0
 _gc_started = 0.0
-_gc_seconds: Counter[str] = Counter()
+_gc_seconds: defaultdict[str, float] = defaultdict(float)
 _original_send = httpx2.AsyncClient.send
 
 

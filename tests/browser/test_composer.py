@@ -11,7 +11,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import Locator, Request, expect
+from playwright.async_api import FilePayload, Locator, Request, expect
 
 from tests.browser.conftest import PageFactory, StaticSite
 from tests.browser.playground_page import Playground, page_url
@@ -140,9 +140,8 @@ async def test_an_image_is_uploaded_in_two_phases_and_sent_with_the_message(
         lambda request: uploads.append(request) if "/attachments/" in request.url else None,
     )
     png = _png(4, 4)
-    await app.page.set_input_files(
-        "#attach-input", files=[{"name": "red-dot.png", "mimeType": "image/png", "buffer": png}]
-    )
+    red_dot: FilePayload = {"name": "red-dot.png", "mimeType": "image/png", "buffer": png}
+    await app.page.set_input_files("#attach-input", files=[red_dot])
     pending = app.page.locator("#pending-attachments > .attachment")
     await expect(pending).to_have_count(1)
     await expect(pending.locator(".attachment-name")).to_have_text("red-dot.png")
