@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from chatkit.types import ThreadUpdatedEvent
 
 from tests.e2e.harness import ServerProcess
 from tests.fake_llm import FakeLLM, RecordedRequest, Reply
@@ -58,7 +59,9 @@ async def test_model_title_after_first_turn_only(
     first = await client.send("I need to plan my groceries for the week")
     types = [event.type for event in first.events]
     assert types[-1] == "thread.updated"
-    assert first.events[-1].thread.title == "Weekly Groceries Plan"
+    updated = first.events[-1]
+    assert isinstance(updated, ThreadUpdatedEvent)
+    assert updated.thread.title == "Weekly Groceries Plan"
     # The whole answer streamed before the title arrived.
     assert types.index("thread.item.done", types.index("thread.item.added")) < types.index(
         "thread.updated"

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypedDict
 
 import asyncpg
 import httpx2
@@ -19,7 +20,15 @@ from tests.e2e.harness import ChatKitClient, ServerProcess, sse_frames, text_inp
 from tests.fake_llm import FakeLLM, Reply
 from tests.server_fixtures import ClientFactory
 
-SLOW = {"chunk_size": 2, "delay_between": 0.05}
+
+class SlowText(TypedDict):
+    """`Reply.text` options for an answer that streams slowly."""
+
+    chunk_size: int
+    delay_between: float
+
+
+SLOW: SlowText = {"chunk_size": 2, "delay_between": 0.05}
 
 
 @pytest.fixture(scope="module")
