@@ -7,7 +7,7 @@ import collections
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 
 import asyncpg
 import httpx2
@@ -88,7 +88,7 @@ class Outcomes:
 
 
 async def one_request(
-    http: httpx2.AsyncClient, token: str, body: dict[str, object], outcomes: Outcomes
+    http: httpx2.AsyncClient, token: str, body: Mapping[str, object], outcomes: Outcomes
 ) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     async with http.stream("POST", "/api/chatkit", json=body, headers=headers) as response:
