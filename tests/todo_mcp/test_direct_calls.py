@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx2
 import pytest
@@ -83,7 +84,7 @@ async def test_list_tasks_pages_100_at_a_time(
     for n in range(250):
         await repository.add(user_id=user, title=f"task {n:03}")
 
-    seen: list[dict[str, object]] = []
+    seen: list[dict[str, Any]] = []
     async with connector.server_for(verifier.mint(user)) as server:
         first = structured(await call(server, "list_tasks"))
         assert (first["count"], first["has_more"]) == (100, True)

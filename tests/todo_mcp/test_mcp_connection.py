@@ -130,5 +130,5 @@ async def test_aclose_closes_the_shared_pool(
     with pytest.raises(RuntimeError, match="closed"):
         connector.server_for(verifier.mint(new_user()))
     with pytest.raises(UserError, match="Could not reach the server"):
-        await built_before_close.connect()
+        await built_before_close.connect()  # type: ignore[no-untyped-call]  # unannotated in agents
     await connector.aclose()  # idempotent
