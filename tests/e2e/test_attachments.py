@@ -1,7 +1,8 @@
 """Attachments over real HTTP: both upload strategies, previews, limits, isolation, clean-up.
 
-Real uvicorn processes on Postgres and on SQLite, the fake model speaking the real wire (its
-recorded requests show what the model received), every streamed event validated by chatkit types.
+Real uvicorn servers on Postgres and on SQLite (a process for the restart), the fake model
+speaking the real wire (its recorded requests show what the model received), every streamed event
+validated by chatkit types.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ from pydantic import TypeAdapter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.e2e.harness import ChatKitClient, ServerProcess, StreamResult, text_input
+from tests.e2e.harness import (
+    ChatKitClient,
+    InProcessServer,
+    ServerProcess,
+    StreamResult,
+    text_input,
+)
 from tests.fake_llm import FakeLLM, RecordedRequest
 from tests.server_fixtures import ClientFactory
 
@@ -42,12 +49,6 @@ def data_url(mime_type: str, data: bytes) -> str:
     return f"data:{mime_type};base64,{base64.b64encode(data).decode()}"
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLLM]:
-    with FakeLLM() as fake:
-        yield fake
-
-
 @pytest.fixture(autouse=True)
 def _fresh_fake(fake: FakeLLM) -> None:
     fake.reset()
@@ -63,8 +64,8 @@ def _model_env(fake: FakeLLM, **extra: str) -> dict[str, str]:
     }
 
 
-def _start(env: dict[str, str], factory: pytest.TempPathFactory, name: str) -> ServerProcess:
-    server = ServerProcess(env=env, log_path=factory.mktemp("attachments") / f"{name}.log")
+def _start(env: dict[str, str], factory: pytest.TempPathFactory, name: str) -> InProcessServer:
+    server = InProcessServer(env=env, log_path=factory.mktemp("attachments") / f"{name}.log")
     server.start()
     return server
 
@@ -72,7 +73,7 @@ def _start(env: dict[str, str], factory: pytest.TempPathFactory, name: str) -> S
 @pytest.fixture(scope="module")
 def pg_server(
     server_env: dict[str, str], fake: FakeLLM, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
+) -> Iterator[InProcessServer]:
     server = _start({**server_env, **_model_env(fake)}, tmp_path_factory, "postgres")
     yield server
     server.stop()
@@ -81,7 +82,7 @@ def pg_server(
 @pytest.fixture(scope="module")
 def sqlite_server(
     server_env: dict[str, str], fake: FakeLLM, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
+) -> Iterator[InProcessServer]:
     database = tmp_path_factory.mktemp("sqlite") / "chat.db"
     env = {**server_env, **_model_env(fake), "DATABASE_URL": f"sqlite+aiosqlite:///{database}"}
     server = _start(env, tmp_path_factory, "sqlite")
@@ -90,10 +91,10 @@ def sqlite_server(
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
-def server(request: pytest.FixtureRequest) -> ServerProcess:
+def server(request: pytest.FixtureRequest) -> InProcessServer:
     """The same behaviour on both databases."""
     name = "pg_server" if request.param == "postgres" else "sqlite_server"
-    server: ServerProcess = request.getfixturevalue(name)
+    server: InProcessServer = request.getfixturevalue(name)
     return server
 
 
@@ -182,7 +183,7 @@ async def rows(engine: AsyncEngine, table: str, user_id: str) -> int:
 
 
 async def test_direct_upload_reaches_the_model_as_an_image(
-    server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     client = make_client(server.base_url)
     attachment = await direct(client, "dot.png", SMALL_PNG, "image/png")
@@ -211,7 +212,7 @@ async def test_direct_upload_reaches_the_model_as_an_image(
 
 @pytest.mark.parametrize("encoding", ["multipart", "raw"])
 async def test_two_phase_upload_then_message(
-    server: ServerProcess, fake: FakeLLM, make_client: ClientFactory, encoding: str
+    server: InProcessServer, fake: FakeLLM, make_client: ClientFactory, encoding: str
 ) -> None:
     client = make_client(server.base_url)
     created = await client.call(
@@ -251,7 +252,7 @@ async def test_two_phase_upload_then_message(
 
 
 async def test_a_message_of_only_an_attachment_is_accepted(
-    server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     client = make_client(server.base_url)
     attachment = await two_phase(client, "dot.png", SMALL_PNG, "image/png")
@@ -267,7 +268,7 @@ async def test_a_message_of_only_an_attachment_is_accepted(
 @pytest.fixture(scope="module")
 def chat_completions_server(
     server_env: dict[str, str], fake: FakeLLM, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
+) -> Iterator[InProcessServer]:
     env = {**server_env, **_model_env(fake, OPENAI_API="chat_completions")}
     server = _start(env, tmp_path_factory, "chat")
     yield server
@@ -275,7 +276,7 @@ def chat_completions_server(
 
 
 async def test_chat_completions_gets_image_and_file_parts(
-    chat_completions_server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    chat_completions_server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     client = make_client(chat_completions_server.base_url)
     image = await direct(client, "dot.png", SMALL_PNG, "image/png")
@@ -315,7 +316,7 @@ def signed(key: bytes, attachment_id: str, expires: int) -> str:
 
 
 async def test_large_image_preview_is_a_signed_link_without_bearer(
-    pg_server: ServerProcess, make_client: ClientFactory, pg_engine: AsyncEngine
+    pg_server: InProcessServer, make_client: ClientFactory, pg_engine: AsyncEngine
 ) -> None:
     client = make_client(pg_server.base_url)
     attachment = await direct(client, "big.png", LARGE_PNG, "image/png")
@@ -370,7 +371,7 @@ async def test_large_image_preview_is_a_signed_link_without_bearer(
 
 
 async def test_another_users_attachment_is_404_everywhere(
-    pg_server: ServerProcess, make_client: ClientFactory, pg_engine: AsyncEngine
+    pg_server: InProcessServer, make_client: ClientFactory, pg_engine: AsyncEngine
 ) -> None:
     alice_id = f"user-{uuid.uuid4().hex}"
     alice = make_client(pg_server.base_url, alice_id)
@@ -426,7 +427,7 @@ async def test_another_users_attachment_is_404_everywhere(
     ],
 )
 async def test_direct_upload_limits_store_nothing(
-    pg_server: ServerProcess,
+    pg_server: InProcessServer,
     make_client: ClientFactory,
     pg_engine: AsyncEngine,
     name: str,
@@ -446,7 +447,7 @@ async def test_direct_upload_limits_store_nothing(
 
 
 async def test_size_limits(
-    pg_server: ServerProcess, make_client: ClientFactory, pg_engine: AsyncEngine
+    pg_server: InProcessServer, make_client: ClientFactory, pg_engine: AsyncEngine
 ) -> None:
     user_id = f"user-{uuid.uuid4().hex}"
     client = make_client(pg_server.base_url, user_id)
@@ -496,7 +497,7 @@ async def test_size_limits(
 
 
 async def test_too_many_attachments_in_one_message(
-    pg_server: ServerProcess, make_client: ClientFactory
+    pg_server: InProcessServer, make_client: ClientFactory
 ) -> None:
     client = make_client(pg_server.base_url)
     ids = [(await direct(client, f"{i}.txt", b"x", "text/plain"))["id"] for i in range(11)]
@@ -508,7 +509,7 @@ async def test_too_many_attachments_in_one_message(
 
 
 async def test_delete_attachment_and_thread_delete_their_bytes(
-    pg_server: ServerProcess, make_client: ClientFactory, pg_engine: AsyncEngine
+    pg_server: InProcessServer, make_client: ClientFactory, pg_engine: AsyncEngine
 ) -> None:
     user_id = f"user-{uuid.uuid4().hex}"
     client = make_client(pg_server.base_url, user_id)
@@ -528,7 +529,7 @@ async def test_delete_attachment_and_thread_delete_their_bytes(
 
 
 async def test_uploads_never_sent_are_removed_after_a_day(
-    pg_server: ServerProcess, make_client: ClientFactory, pg_engine: AsyncEngine
+    pg_server: InProcessServer, make_client: ClientFactory, pg_engine: AsyncEngine
 ) -> None:
     user_id = f"user-{uuid.uuid4().hex}"
     client = make_client(pg_server.base_url, user_id)
@@ -583,14 +584,14 @@ async def test_restart_keeps_attachments_and_links(
 @pytest.fixture(scope="module")
 def disabled_server(
     server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
+) -> Iterator[InProcessServer]:
     server = _start({**server_env, "ATTACHMENTS": "false"}, tmp_path_factory, "disabled")
     yield server
     server.stop()
 
 
 async def test_attachments_false_answers_feature_not_enabled(
-    disabled_server: ServerProcess, make_client: ClientFactory
+    disabled_server: InProcessServer, make_client: ClientFactory
 ) -> None:
     client = make_client(disabled_server.base_url)
     for op, params in [
