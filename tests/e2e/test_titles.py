@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from chatkit.types import ThreadUpdatedEvent
 
-from tests.e2e.harness import ServerProcess
+from tests.e2e.harness import InProcessServer
 from tests.fake_llm import FakeLLM, RecordedRequest, Reply
 from tests.server_fixtures import ClientFactory
 
@@ -17,19 +17,13 @@ def is_title_request(request: RecordedRequest) -> bool:
     return "title" in (request.instructions or "").lower() and not request.stream
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLLM]:
-    with FakeLLM() as fake:
-        yield fake
-
-
 @pytest.fixture(scope="module", params=["responses", "chat_completions"])
 def model_server(
     request: pytest.FixtureRequest,
     server_env: dict[str, str],
     fake: FakeLLM,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ServerProcess]:
+) -> Iterator[InProcessServer]:
     env = {
         **server_env,
         "OPENAI_BASE_URL": fake.base_url,
@@ -38,14 +32,14 @@ def model_server(
         "OPENAI_API": request.param,
         "THREAD_TITLES": "model",
     }
-    server = ServerProcess(env=env, log_path=tmp_path_factory.mktemp("titles") / "s.log")
+    server = InProcessServer(env=env, log_path=tmp_path_factory.mktemp("titles") / "s.log")
     server.start()
     yield server
     server.stop()
 
 
 async def test_model_title_after_first_turn_only(
-    model_server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    model_server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     def responder(request: RecordedRequest) -> Reply:
         if is_title_request(request):
@@ -81,7 +75,7 @@ async def test_model_title_after_first_turn_only(
 
 
 async def test_failed_title_call_falls_back_to_first_words(
-    model_server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    model_server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     fake.reset()
     fake.responder = lambda request: (
@@ -94,7 +88,7 @@ async def test_failed_title_call_falls_back_to_first_words(
 
 
 async def test_offline_titles_are_the_first_words(
-    offline_server: ServerProcess, make_client: ClientFactory
+    offline_server: InProcessServer, make_client: ClientFactory
 ) -> None:
     result = await make_client(offline_server.base_url).send("add task paint the fence")
     assert result.events[-1].type == "thread.updated"
@@ -106,7 +100,7 @@ async def test_the_default_title_needs_no_model_request(
 ) -> None:
     env = {**server_env, "OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": "test-key"}
     env.pop("THREAD_TITLES", None)
-    server = ServerProcess(env=env, log_path=tmp_path / "s.log")
+    server = InProcessServer(env=env, log_path=tmp_path / "s.log")
     server.start()
     try:
         fake.reset()
