@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx2
@@ -322,16 +322,18 @@ async def test_no_tool_call_goes_out_after_a_turn_ends_in_an_error(
     assert [c for c in recording.state.calls if c.user_id == user_id] == []
 
 
-FAULTS = {
+def _slow_mcp(fake: FakeLLM, mcp: RunningMcp) -> None:
+    mcp.state.delay_seconds = 4.0
+    fake.enqueue(Reply.tool_call("list_tasks", {}))
+
+
+FAULTS: dict[str, Callable[[FakeLLM, RunningMcp], None]] = {
     "model_500": lambda fake, mcp: fake.enqueue(Reply.error(500, "boom")),
     "model_stream_cut": lambda fake, mcp: fake.enqueue(
         Reply.text("partial answer that breaks", chunk_size=3, cut_after=3)
     ),
     "model_timeout": lambda fake, mcp: fake.enqueue(Reply.text("too late", delay_before=6)),
-    "mcp_slow": lambda fake, mcp: (
-        setattr(mcp.state, "delay_seconds", 4.0),
-        fake.enqueue(Reply.tool_call("list_tasks", {})),
-    ),
+    "mcp_slow": _slow_mcp,
 }
 
 

@@ -344,8 +344,8 @@ async def test_wrong_content_type(caller: Caller) -> None:
     await caller.rejected(b"<xml/>", content_type="application/xml")
     # A JSON body under another media type is read as JSON: the endpoint does not look at
     # Content-Type (the Authorization header already forces a CORS preflight in browsers).
-    for content_type in ("text/plain", None):
-        response = await caller.post(request_body("threads.list", {"limit": 1}), content_type)
+    for json_type in ("text/plain", None):
+        response = await caller.post(request_body("threads.list", {"limit": 1}), json_type)
         if response.status_code != 200:
             assert_json_error(response, (400, 415))
 
@@ -555,7 +555,7 @@ async def test_nul_in_list_cursor(caller: Caller) -> None:
 )
 async def test_nul_in_item_id_of_own_thread(caller: Caller, op: str) -> None:
     item_id = f"msg_{NUL}"
-    params: dict[str, Any] = {
+    params_of: dict[str, dict[str, Any]] = {
         "threads.retry_after_item": {"thread_id": caller.thread_id, "item_id": item_id},
         "items.list": {"thread_id": caller.thread_id, "after": item_id},
         "items.feedback": {
@@ -564,7 +564,8 @@ async def test_nul_in_item_id_of_own_thread(caller: Caller, op: str) -> None:
             "kind": "positive",
         },
         "structured_input": {"thread_id": caller.thread_id, "item_id": item_id, "input": {}},
-    }[op]
+    }
+    params = params_of[op]
     name = "threads.add_structured_input" if op == "structured_input" else op
     await caller.rejected(request_body(name, params), (400, 404))
 
