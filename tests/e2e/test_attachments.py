@@ -594,10 +594,11 @@ async def test_attachments_false_answers_feature_not_enabled(
     disabled_server: InProcessServer, make_client: ClientFactory
 ) -> None:
     client = make_client(disabled_server.base_url)
-    for op, params in [
+    ops: list[tuple[str, dict[str, Any]]] = [
         ("attachments.create", {"name": "a.txt", "size": 3, "mime_type": "text/plain"}),
         ("attachments.delete", {"attachment_id": "atc_1"}),
-    ]:
+    ]
+    for op, params in ops:
         response = await client.request(op, params)
         assert response.status_code == 400 and response.json()["type"] == "feature_not_enabled"
     direct_upload = await upload_direct(client, "a.txt", b"abc", "text/plain")
