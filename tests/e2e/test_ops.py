@@ -19,15 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.context import RequestContext
 from app.store.chatkit_store import SqlStore, new_id
-from tests.e2e.harness import ChatKitClient, ServerProcess
+from tests.e2e.harness import ChatKitClient, InProcessServer
 from tests.fake_llm import FakeLLM, RecordedRequest, Reply
 from tests.server_fixtures import ClientFactory
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLLM]:
-    with FakeLLM() as fake:
-        yield fake
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +39,7 @@ def echo(fake: FakeLLM) -> None:
 @pytest.fixture(scope="module")
 def server(
     server_env: dict[str, str], fake: FakeLLM, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
+) -> Iterator[InProcessServer]:
     env = {
         **server_env,
         "OPENAI_BASE_URL": fake.base_url,
@@ -53,7 +47,7 @@ def server(
         "OPENAI_MAX_RETRIES": "0",
         "THREAD_TITLES": "first_words",
     }
-    process = ServerProcess(env=env, log_path=tmp_path_factory.mktemp("ops") / "s.log")
+    process = InProcessServer(env=env, log_path=tmp_path_factory.mktemp("ops") / "s.log")
     process.start()
     yield process
     process.stop()
@@ -78,7 +72,7 @@ async def items_of(client: ChatKitClient, thread_id: str) -> list[dict[str, obje
 
 
 async def test_retry_after_item_replaces_the_answer(
-    server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     client = make_client(server.base_url)
     first = await client.send("what is two plus two")
@@ -104,7 +98,7 @@ async def test_retry_after_item_replaces_the_answer(
 
 
 async def test_feedback_is_stored_per_item_and_user(
-    server: ServerProcess, make_client: ClientFactory, pg_engine: AsyncEngine
+    server: InProcessServer, make_client: ClientFactory, pg_engine: AsyncEngine
 ) -> None:
     user_id = f"user-{uuid.uuid4().hex}"
     client = make_client(server.base_url, user_id)
@@ -125,7 +119,7 @@ async def test_feedback_is_stored_per_item_and_user(
 
 
 async def test_client_tool_output_runs_a_turn_without_a_new_message(
-    server: ServerProcess, fake: FakeLLM, make_client: ClientFactory, store: SqlStore
+    server: InProcessServer, fake: FakeLLM, make_client: ClientFactory, store: SqlStore
 ) -> None:
     user_id = f"user-{uuid.uuid4().hex}"
     client = make_client(server.base_url, user_id)
@@ -156,7 +150,7 @@ async def test_client_tool_output_runs_a_turn_without_a_new_message(
 
 
 async def test_structured_input_runs_a_turn_with_the_answers(
-    server: ServerProcess, fake: FakeLLM, make_client: ClientFactory, store: SqlStore
+    server: InProcessServer, fake: FakeLLM, make_client: ClientFactory, store: SqlStore
 ) -> None:
     user_id = f"user-{uuid.uuid4().hex}"
     client = make_client(server.base_url, user_id)
@@ -184,7 +178,7 @@ async def test_structured_input_runs_a_turn_with_the_answers(
 
 
 async def test_dictation_goes_to_the_model_server(
-    server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     params = {"audio_base64": "AAAA", "mime_type": "audio/webm"}
     response = await make_client(server.base_url).request("input.transcribe", params)
@@ -194,7 +188,7 @@ async def test_dictation_goes_to_the_model_server(
 
 @pytest.mark.parametrize("op", ["threads.custom_action", "threads.sync_custom_action"])
 async def test_unknown_custom_actions_answer_400(
-    server: ServerProcess, make_client: ClientFactory, op: str
+    server: InProcessServer, make_client: ClientFactory, op: str
 ) -> None:
     client = make_client(server.base_url)
     thread_id = (await client.send("hello")).thread_id
@@ -206,7 +200,7 @@ async def test_unknown_custom_actions_answer_400(
 
 
 async def test_message_naming_an_unknown_attachment_is_404(
-    server: ServerProcess, make_client: ClientFactory
+    server: InProcessServer, make_client: ClientFactory
 ) -> None:
     body = {
         "input": {
@@ -220,7 +214,7 @@ async def test_message_naming_an_unknown_attachment_is_404(
 
 
 async def test_locked_thread_refuses_new_messages(
-    server: ServerProcess, make_client: ClientFactory, store: SqlStore
+    server: InProcessServer, make_client: ClientFactory, store: SqlStore
 ) -> None:
     user_id = f"user-{uuid.uuid4().hex}"
     client = make_client(server.base_url, user_id)
