@@ -33,7 +33,7 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check app tests
 	$(BIN)/ruff format --check app tests
-	$(BIN)/mypy --strict app
+	$(BIN)/mypy --strict app tests
 
 format: install
 	$(BIN)/ruff format app tests
