@@ -36,10 +36,16 @@ def main() -> int:
     # Set up before any worker imports prometheus_client: one directory of metric values for all.
     with metrics_dir_for_workers(settings.web_concurrency):
         if settings.web_concurrency == 1:
-            uvicorn.run("app.main:app", **options)  # exits with code 3 when startup fails
+            # Imported here, after the metrics directory is settled (app.main imports
+            # prometheus_client); the app is built from the settings read above, not again.
+            from app.main import create_app
+
+            uvicorn.run(create_app(settings), **options)  # exits with code 3 when startup fails
             return 0
         config = uvicorn.Config(
-            "app.main:app",
+            # Each worker process builds its own app (and reads the settings once, in it).
+            "app.main:create_app",
+            factory=True,
             workers=settings.web_concurrency,
             # uvicorn kills a worker that does not answer its parent's ping within this; a new
             # worker answers only once Python has started it, which takes seconds on a busy

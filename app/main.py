@@ -1,4 +1,4 @@
-"""The ASGI app `app.main:app`: wiring only."""
+"""The ASGI app `app.main:app` (built on first access) and `create_app()`: wiring only."""
 
 from __future__ import annotations
 
@@ -245,4 +245,15 @@ def create_app(
     return app
 
 
-app = create_app()
+def __getattr__(name: str) -> FastAPI:
+    """`app.main:app`, the attribute `uvicorn app.main:app` loads: built from the environment's
+    settings on first access (not at import, which reads and makes nothing), then kept."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        built = create_app()
+    except AttributeError as exc:
+        # A bug while building must not read as "no attribute app" (what uvicorn would say).
+        raise RuntimeError("building app.main:app failed") from exc
+    globals()["app"] = built
+    return built
