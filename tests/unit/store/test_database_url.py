@@ -1,12 +1,10 @@
 """DATABASE_URL parsing: libpq's URL shapes and parameters mapped to asyncpg, errors that name
-the parameter and never show the password."""
+the parameter and never show the password. (Startup refusing a bad URL, a process of its own:
+tests/production/test_database_url_startup.py.)"""
 
 from __future__ import annotations
 
-import os
 import ssl
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,6 @@ from app.store.database_url import (
     normalize_database_url,
     parse_database_url,
 )
-from tests.e2e.harness import REPO_ROOT
 from tests.tls_certs import CertificateAuthority
 
 SECRET = "s3cr3t-Pa55"
@@ -158,22 +155,6 @@ def test_migration_url_is_checked_too() -> None:
         load_settings(database_migration_url=f"{BASE}?bogus=1")
     assert SECRET not in str(caught.value)
     assert load_settings(database_migration_url=" ").database_migration_url is None
-
-
-def test_an_unsupported_parameter_stops_startup(tmp_path: Path) -> None:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AUTH_", "OPENAI_"))}
-    result = subprocess.run(
-        [sys.executable, "-m", "app"],
-        cwd=REPO_ROOT,
-        env={**clean, "DATA_DIR": str(tmp_path), "DATABASE_URL": f"{BASE}?sslnegotiation=direct"},
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert result.returncode == 2
-    assert "DATABASE_URL" in result.stderr and "sslnegotiation" in result.stderr
-    assert SECRET not in result.stderr + result.stdout
-    assert "Traceback" not in result.stderr
 
 
 def test_engines_hide_statement_parameters(tmp_path: Path) -> None:
