@@ -1,11 +1,9 @@
-"""The generated local secret: created once, private, shared by racing processes."""
+"""The generated local secret: created once, private, shared by racing threads (racing
+processes: tests/auth/test_local_secret_processes.py)."""
 
 from __future__ import annotations
 
 import stat
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -42,33 +40,6 @@ def test_an_unusable_secret_file_is_an_error_not_silently_replaced(tmp_path: Pat
     (tmp_path / "jwt-secret").write_text("short\n")
     with pytest.raises(RuntimeError, match="delete it"):
         ensure_local_secret(tmp_path)
-
-
-_CHILD = """
-import sys, time
-from pathlib import Path
-from app.auth.local_secret import ensure_local_secret
-start = float(sys.argv[2])
-while time.time() < start:
-    pass
-print(ensure_local_secret(Path(sys.argv[1])))
-"""
-
-
-def test_racing_processes_agree_on_one_secret(tmp_path: Path) -> None:
-    data_dir = tmp_path / "race"
-    start = time.time() + 1.0  # every child spins until then, so they really race
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", _CHILD, str(data_dir), str(start)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(8)
-    ]
-    secrets = {child.communicate(timeout=60)[0].strip() for child in children}
-    assert all(child.returncode == 0 for child in children)
-    assert secrets == {ensure_local_secret(data_dir)}
 
 
 def test_racing_threads_agree_on_one_secret(tmp_path: Path) -> None:
