@@ -48,9 +48,12 @@ from pydantic import TypeAdapter
 from app.auth.shared_secret import SharedSecretVerifier
 from tests.e2e.harness import ServerProcess, text_input
 from tests.fake_llm import FakeLLM, RecordedRequest, Reply
+from tests.load.memory_holders import top_holders
 from tests.pg_cluster import start_cluster
 
 DELTA_MARK = b'"assistant_message.content_part.text_delta"'
+TOOL_PREFIX = "add task"
+SETTLE_SECONDS = 1.0
 PROBE = Path(__file__).parents[1] / "bench" / "server_probe.py"
 _event_adapter: TypeAdapter[ThreadStreamEvent] = TypeAdapter(ThreadStreamEvent)
 
@@ -64,6 +67,13 @@ def _serve_fake(deltas: int, hold_file: str, pipe: Connection) -> None:
     hold = Path(hold_file)
 
     def responder(request: RecordedRequest) -> Reply:
+        if not request.stream:
+            return Reply.text("A title")
+        if not request.ends_with_tool_result and (request.last_user_text or "").startswith(
+            TOOL_PREFIX
+        ):
+            # A tool turn (warm-up only): `add_task`, then the usual answer.
+            return Reply.tool_call("add_task", {"title": request.last_user_text or "task"})
         return Reply.text_chunks(chunks, delay_before=_hold_seconds(hold))
 
     with FakeLLM() as fake:
@@ -158,10 +168,16 @@ class Probe:
     def __init__(self, pid: int, path: Path) -> None:
         self._pid, self._path, self._seen = pid, path, 0
 
+    @property
+    def last_dump(self) -> int:
+        """The number of the probe's latest dump (its tracemalloc snapshot, when tracing)."""
+        return self._seen
+
     async def gc_seconds(self) -> float:
+        """Time in the collector so far; with PROBE_TRACEMALLOC set, also a heap snapshot."""
         self._seen += 1
         os.kill(self._pid, signal.SIGUSR1)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # a traced heap takes a while to snapshot
         while time.monotonic() < deadline:
             try:
                 data = json.loads(self._path.read_text())
@@ -195,6 +211,14 @@ def gauge(base_url: str, name: str) -> float:
     )
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """A resident memory reading the one with all streams open is compared to."""
+
+    label: str
+    rss_kib: int
+
+
 @dataclass
 class PhaseReport:
     name: str
@@ -205,12 +229,16 @@ class PhaseReport:
     first_delta: list[float]
     pool_peak: float
     pool_limit: float
-    rss_before_kib: int | None = None
     rss_all_open_kib: int | None = None
     gc_seconds: float = 0.0
     cpu_seconds: float = 0.0
     others_cpu: dict[str, float] = field(default_factory=dict)
-    rss_fresh_kib: int | None = None
+    # What the memory with all streams open is compared to: (what it is, its VmRSS), first the
+    # figure that counts.
+    baselines: list[Baseline] = field(default_factory=list)
+    db_connections_all_open: int | None = None
+    # With --tracemalloc: the probe's snapshots before the phase and with all streams open.
+    snapshots: tuple[int, int] | None = None
 
     def render(self) -> list[str]:
         def pct(values: list[float], p: float) -> float:
@@ -247,18 +275,21 @@ class PhaseReport:
                 "  CPU of the rest: "
                 + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.others_cpu.items())
             )
-        if self.rss_before_kib is not None and self.rss_all_open_kib is not None:
-            per_stream = (self.rss_all_open_kib - self.rss_before_kib) / self.streams
-            lines.append(
-                f"  resident memory: {self.rss_before_kib / 1024:.1f} MiB idle before the phase, "
-                f"{self.rss_all_open_kib / 1024:.1f} MiB with all {self.streams} streams open: "
-                f"{per_stream:.1f} KiB per open stream"
+        if self.rss_all_open_kib is not None:
+            connections = (
+                f", {self.db_connections_all_open} database connections open"
+                if self.db_connections_all_open is not None
+                else ""
             )
-            if self.rss_fresh_kib is not None:
-                fresh = (self.rss_all_open_kib - self.rss_fresh_kib) / self.streams
+            lines.append(
+                f"  resident memory (VmRSS) with all {self.streams} streams open: "
+                f"{self.rss_all_open_kib / 1024:.1f} MiB{connections}; per open stream:"
+            )
+            for baseline in self.baselines:
+                per_stream = (self.rss_all_open_kib - baseline.rss_kib) / self.streams
                 lines.append(
-                    f"  (against the fresh process before any load, "
-                    f"{self.rss_fresh_kib / 1024:.1f} MiB: {fresh:.1f} KiB per open stream)"
+                    f"    {per_stream:6.1f} KiB over {baseline.label} "
+                    f"({baseline.rss_kib / 1024:.1f} MiB)"
                 )
         return lines
 
@@ -278,23 +309,27 @@ async def run_phase(
     hold_file: Path | None,
     probe: Probe,
     others: dict[str, int] | None = None,
+    database: Database | None = None,
+    text: str = "hello",
 ) -> PhaseReport:
     assert server.process is not None
     pid = server.process.pid
     gc_before = await probe.gc_seconds()
+    snapshot_before = probe.last_dump
+    snapshot_all_open: int | None = None
+    db_connections: int | None = None
     cpu_before = cpu_seconds(pid)
     others_before = {name: cpu_seconds(other) for name, other in (others or {}).items()}
     url = f"{server.base_url}/api/chatkit"
     outcomes = [StreamOutcome() for _ in tokens]
     pool_limit = gauge(server.base_url, "chatkit_db_pool_limit")
     pool_peak = 0.0
-    rss_before = rss_kib(pid) if hold_file is not None else None
     rss_all_open: int | None = None
     limits = httpx2.Limits(max_connections=len(tokens) + 10, max_keepalive_connections=0)
     started = time.perf_counter()
     async with httpx2.AsyncClient(timeout=300, limits=limits) as http:
         tasks = [
-            asyncio.create_task(one_stream(http, url, token, f"hello {index}", outcome))
+            asyncio.create_task(one_stream(http, url, token, f"{text} {index}", outcome))
             for index, (token, outcome) in enumerate(zip(tokens, outcomes, strict=True))
         ]
         while not all(task.done() for task in tasks):
@@ -310,7 +345,10 @@ async def run_phase(
             if hold_file is not None and rss_all_open is None and all_open:
                 # Every stream is open and waiting: this is what N open streams weigh.
                 rss_all_open = rss_kib(pid)
+                if database is not None:
+                    db_connections = await database.connections()
                 await probe.gc_seconds()  # with PROBE_TRACEMALLOC set: what holds the memory
+                snapshot_all_open = probe.last_dump
         await asyncio.gather(*tasks)
     seconds = time.perf_counter() - started
     gc_seconds = await probe.gc_seconds() - gc_before
@@ -334,12 +372,28 @@ async def run_phase(
         [o.first_delta for o in outcomes if o.first_delta is not None],
         pool_peak,
         pool_limit,
-        rss_before,
         rss_all_open,
         gc_seconds,
         cpu_used,
         others_cpu,
+        db_connections_all_open=db_connections,
+        snapshots=((snapshot_before, snapshot_all_open) if snapshot_all_open is not None else None),
     )
+
+
+@dataclass
+class Database:
+    """The load's own connection to the cluster: counts the server's connections."""
+
+    admin: asyncpg.Connection
+    name: str
+
+    async def connections(self) -> int:
+        count = await self.admin.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            self.name,
+        )
+        return int(count)
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -354,65 +408,116 @@ async def main(args: argparse.Namespace) -> int:
     fake.start()
     server: ServerProcess | None = None
     reports: list[PhaseReport] = []
+    admin: asyncpg.Connection | None = None
     try:
         base_url = ours.recv()
         admin = await asyncpg.connect(cluster.socket_dsn())
         await admin.execute("CREATE DATABASE streams")
-        await admin.close()
+        database = Database(admin, "streams")
         secret = secrets.token_urlsafe(48)
         minter = SharedSecretVerifier(secret)
+        env = {
+            "DATABASE_URL": cluster.url("streams"),
+            "AUTH_JWT_SECRET": secret,
+            "OPENAI_BASE_URL": base_url,
+            "OPENAI_API_KEY": "load",
+            "DATA_DIR": str(workdir),
+            "LOG_LEVEL": "WARNING",
+        }
+        if args.tracemalloc:
+            env["PROBE_TRACEMALLOC"] = "1"
+            # A traced server is several times slower: streams wait longer for a model slot.
+            env["TURN_QUEUE_SECONDS"] = "900"
         server = ServerProcess(
-            env={
-                "DATABASE_URL": cluster.url("streams"),
-                "AUTH_JWT_SECRET": secret,
-                "OPENAI_BASE_URL": base_url,
-                "OPENAI_API_KEY": "load",
-                "DATA_DIR": str(workdir),
-                "LOG_LEVEL": "WARNING",
-            },
+            env=env,
             log_path=workdir / "server.log",
             # The bench's probe: `python -m app` that also times the garbage collector.
             argv=[str(PROBE), str(workdir / "probe.json")],
         )
         server.start()
         assert server.process is not None
-        probe = Probe(server.process.pid, workdir / "probe.json")
-        warm = [minter.mint(f"warm-{index}") for index in range(5)]
-        await run_phase(
-            "warm-up", server=server, tokens=warm, deltas=args.deltas, hold_file=None, probe=probe
-        )
-        rss_fresh = rss_kib(server.process.pid)
+        pid = server.process.pid
+        probe = Probe(pid, workdir / "probe.json")
         fake_pid = fake.pid
         assert fake_pid is not None
-        burst = [minter.mint(f"burst-{index}") for index in range(args.streams)]
-        reports.append(
-            await run_phase(
-                "burst (answered at once)",
-                server=server,
-                tokens=burst,
-                deltas=args.deltas,
-                hold_file=None,
-                probe=probe,
-                others={"this client": os.getpid(), "the fake model": fake_pid},
-            )
-        )
-        # After a first burst the server's heap has its working size: memory is measured
-        # against that, and against the fresh process, with every stream of a second one open.
-        hold_file.write_text(str(time.time() + args.hold))
-        held = [minter.mint(f"held-{index}") for index in range(args.streams)]
-        held_report = await run_phase(
-            "held (all open, then answered)",
+        others = {"this client": os.getpid(), "the fake model": fake_pid}
+        await asyncio.sleep(SETTLE_SECONDS)
+        started = Baseline("the process just started, before any request", rss_kib(pid))
+        # Warm-up: one tool turn, then a few text turns at once. What a process does once (lazy
+        # imports, validators built on first use, the embedded MCP server and its tool list,
+        # the first pool connections) is done before memory is measured against it.
+        await run_phase(
+            "warm-up, tool turn",
             server=server,
-            tokens=held,
+            tokens=[minter.mint("warm-tool")],
             deltas=args.deltas,
-            hold_file=hold_file,
+            hold_file=None,
             probe=probe,
-            others={"this client": os.getpid(), "the fake model": fake_pid},
+            text=TOOL_PREFIX,
         )
-        held_report.rss_fresh_kib = rss_fresh
-        reports.append(held_report)
-        hold_file.unlink()
+        await run_phase(
+            "warm-up, text turns",
+            server=server,
+            tokens=[minter.mint(f"warm-{index}") for index in range(args.warm_up)],
+            deltas=args.deltas,
+            hold_file=None,
+            probe=probe,
+        )
+        await asyncio.sleep(SETTLE_SECONDS)
+        warm_connections = await database.connections()
+        warm = Baseline(
+            f"the warmed-up process (1 tool turn + {args.warm_up} text turns done, "
+            f"{warm_connections} database connections open)",
+            rss_kib(pid),
+        )
+
+        async def held_phase(name: str, prefix: str, baselines: list[Baseline]) -> PhaseReport:
+            assert server is not None
+            hold_file.write_text(str(time.time() + args.hold))
+            report = await run_phase(
+                name,
+                server=server,
+                tokens=[minter.mint(f"{prefix}-{index}") for index in range(args.streams)],
+                deltas=args.deltas,
+                hold_file=hold_file,
+                probe=probe,
+                others=others,
+                database=database,
+            )
+            hold_file.unlink()
+            report.baselines = baselines
+            return report
+
+        # Memory with every stream open, on a process that has seen nothing bigger before.
+        reports.append(await held_phase("held (all open, then answered)", "held", [warm, started]))
+        if not args.memory_only:
+            reports.append(
+                await run_phase(
+                    "burst (answered at once)",
+                    server=server,
+                    tokens=[minter.mint(f"burst-{index}") for index in range(args.streams)],
+                    deltas=args.deltas,
+                    hold_file=None,
+                    probe=probe,
+                    others=others,
+                )
+            )
+        if not (args.memory_only or args.no_working_size):
+            # After two phases of N streams the heap keeps its working size: N more streams
+            # open on top of it cost only what that heap cannot reuse.
+            await asyncio.sleep(SETTLE_SECONDS)
+            idle = Baseline(
+                "the idle process after the phases above (its heap at working size)",
+                rss_kib(pid),
+            )
+            reports.append(
+                await held_phase(
+                    "held again, on the heap at working size", "again", [idle, warm, started]
+                )
+            )
     finally:
+        if admin is not None:
+            await admin.close()
         if server is not None:
             server.stop()
         ours.send("stop")
@@ -424,6 +529,16 @@ async def main(args: argparse.Namespace) -> int:
     )
     for report in reports:
         print("\n".join(report.render()))
+    if args.tracemalloc:
+        print(
+            "(traced with tracemalloc: resident memory above includes the tracer's own; "
+            f"snapshots in {workdir})"
+        )
+        first = reports[0]
+        if first.snapshots is not None:
+            before, after = (workdir / f"probe.json.tracemalloc.{n}" for n in first.snapshots)
+            print(f"What holds memory per open stream ({first.name}), by allocation site:")
+            print("\n".join(top_holders(before, after, first.streams, limit=args.top)))
     passed = all(report.passed for report in reports)
     print("PASSED" if passed else "FAILED")
     return 0 if passed else 1
@@ -436,10 +551,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--hold",
         type=float,
-        default=15.0,
-        help="seconds the model holds the first phase's answers while the streams open (15)",
+        default=None,
+        help="seconds the model holds a held phase's answers while the streams open "
+        "(15; 240 with --tracemalloc)",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--warm-up", type=int, default=8, help="text turns of the warm-up, after its tool turn (8)"
+    )
+    parser.add_argument(
+        "--no-working-size",
+        action="store_true",
+        help="skip the last phase (memory over the idle process at working size)",
+    )
+    parser.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="only the warm-up and the first held phase (memory with all streams open)",
+    )
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="trace the server's allocations and list what holds memory per open stream",
+    )
+    parser.add_argument("--top", type=int, default=25, help="allocation sites listed (25)")
+    args = parser.parse_args(argv)
+    if args.hold is None:
+        args.hold = 240.0 if args.tracemalloc else 15.0
+    return args
 
 
 if __name__ == "__main__":
