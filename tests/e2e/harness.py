@@ -224,6 +224,7 @@ class InProcessServer:
             time.sleep(0.02)
         response = httpx2.get(f"{self.base_url}/health", timeout=10)
         assert response.status_code == 200, (response.status_code, response.text)
+        _drop_app_stderr_handler()
 
     def _run(self, sock: socket.socket) -> None:
         assert self._server is not None
@@ -256,6 +257,15 @@ class InProcessServer:
 
     def logs(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+def _drop_app_stderr_handler() -> None:
+    """The lifespan's configure_logging adds a stderr handler to the root logger of this process:
+    the server's lines are in its log file, and pytest captures records by itself."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_chatkit_app", False):
+            root.removeHandler(handler)
 
 
 def text_input(text: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""GET /metrics of real server processes: counters and histograms move as turns happen.
+"""GET /metrics of real servers: counters and histograms move as turns happen.
 
 Turns, failures (the fake model answers 500), stops, refusals (rate limit, busy), auth failures,
 tool calls, HTTP requests; then the same with two worker processes (WEB_CONCURRENCY=2), where a
@@ -19,7 +19,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.auth.shared_secret import SharedSecretVerifier
-from tests.e2e.harness import ServerProcess, StreamResult, sse_frames, text_input
+from tests.e2e.harness import (
+    InProcessServer,
+    ServerProcess,
+    StreamResult,
+    sse_frames,
+    text_input,
+)
 from tests.fake_llm import FakeLLM, Reply
 from tests.server_fixtures import ClientFactory
 
@@ -74,12 +80,6 @@ async def wait_for(base_url: str, name: str, expected: float, **labels: str) -> 
         await asyncio.sleep(0.1)
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLLM]:
-    with FakeLLM() as fake:
-        yield fake
-
-
 @pytest.fixture(autouse=True)
 def fresh_script(fake: FakeLLM) -> None:
     fake.reset()
@@ -106,9 +106,11 @@ def _env(server_env: dict[str, str], fake: FakeLLM, **extra: str) -> dict[str, s
 @pytest.fixture(scope="module")
 def server(
     server_env: dict[str, str], fake: FakeLLM, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
-    process = ServerProcess(
-        env=_env(server_env, fake), log_path=tmp_path_factory.mktemp("metrics") / "server.log"
+) -> Iterator[InProcessServer]:
+    """One process's metrics: the app in-process, with its own registry."""
+    process = InProcessServer(
+        env=_env(server_env, fake, METRICS="true"),
+        log_path=tmp_path_factory.mktemp("metrics") / "server.log",
     )
     process.start()
     yield process
@@ -142,7 +144,7 @@ def two_workers(
 # -- the endpoint ------------------------------------------------------------------------------
 
 
-def test_scrapes_need_the_metrics_token(server: ServerProcess) -> None:
+def test_scrapes_need_the_metrics_token(server: InProcessServer) -> None:
     for headers in (
         {},
         {"Authorization": "Bearer wrong"},
@@ -163,7 +165,7 @@ def test_scrapes_need_the_metrics_token(server: ServerProcess) -> None:
 
 
 async def test_a_turn_counts_as_ok_with_duration_first_token_and_one_model_request(
-    server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     before = scrape(server.base_url)
     fake.enqueue(Reply.text("hello there, this is the answer"))
@@ -206,7 +208,7 @@ async def test_a_turn_counts_as_ok_with_duration_first_token_and_one_model_reque
 
 
 async def test_tool_calls_count_by_tool_and_outcome(
-    server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     before = scrape(server.base_url)
     fake.enqueue(Reply.tool_call("add_task", {"title": "water plants"}), Reply.text("Added."))
@@ -232,7 +234,7 @@ async def test_tool_calls_count_by_tool_and_outcome(
 
 
 async def test_a_tool_error_result_counts_as_error(
-    server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     before = scrape(server.base_url)
     # No such task: the TODO server answers with an error result, which goes back to the model.
@@ -257,7 +259,7 @@ async def test_a_tool_error_result_counts_as_error(
 
 
 async def test_a_model_failure_counts_a_failed_request_and_an_error_turn(
-    server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     before = scrape(server.base_url)
     fake.enqueue(Reply.error(500, "boom"))
@@ -281,7 +283,7 @@ async def test_a_model_failure_counts_a_failed_request_and_an_error_turn(
 
 
 async def test_a_stopped_answer_counts_as_cancelled(
-    server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     before = scrape(server.base_url)
     fake.enqueue(Reply.text_chunks([f"word{i} " for i in range(40)], delay_between=0.1))
@@ -314,7 +316,7 @@ async def test_a_stopped_answer_counts_as_cancelled(
 
 
 async def test_a_rate_limited_turn_counts_as_refused(
-    server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     client = make_client(server.base_url)
     fake.enqueue(Reply.text("first"))
@@ -344,7 +346,7 @@ async def test_a_rate_limited_turn_counts_as_refused(
 
 
 async def _hold_a_stream(
-    server: ServerProcess, fake: FakeLLM, client_factory: ClientFactory
+    server: InProcessServer, fake: FakeLLM, client_factory: ClientFactory
 ) -> asyncio.Task[StreamResult]:
     """Start a turn whose answer takes ~3 s; returns the task reading it."""
     fake.enqueue(Reply.text_chunks(["slow "] * 30, delay_between=0.1))
@@ -358,7 +360,7 @@ async def _hold_a_stream(
 
 
 async def test_streams_open_and_queue_wait_while_the_only_slot_is_taken(
-    server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     before = scrape(server.base_url)
     holder = await _hold_a_stream(server, fake, make_client)
@@ -392,7 +394,7 @@ async def test_streams_open_and_queue_wait_while_the_only_slot_is_taken(
 
 
 async def test_a_busy_refusal_counts_as_refused(
-    server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     holder = await _hold_a_stream(server, fake, make_client)
     before = scrape(server.base_url)
@@ -409,7 +411,7 @@ async def test_a_busy_refusal_counts_as_refused(
 
 
 async def test_a_second_turn_on_a_busy_thread_counts_as_refused(
-    server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     fake.enqueue(Reply.text_chunks(["slow "] * 30, delay_between=0.1))
     user_id = f"user-{uuid.uuid4().hex}"
@@ -444,7 +446,7 @@ async def test_a_second_turn_on_a_busy_thread_counts_as_refused(
 
 
 async def test_auth_failures_count_by_reason(
-    server: ServerProcess, minter: SharedSecretVerifier
+    server: InProcessServer, minter: SharedSecretVerifier
 ) -> None:
     now = int(time.time())
     cases = {
@@ -477,7 +479,7 @@ async def test_auth_failures_count_by_reason(
 # -- the database pool -------------------------------------------------------------------------
 
 
-def test_the_pool_gauges_report_this_processs_pool(server: ServerProcess) -> None:
+def test_the_pool_gauges_report_this_processs_pool(server: InProcessServer) -> None:
     current = scrape(server.base_url)
     assert current.value("chatkit_db_pool_limit") == 20 + 20  # the default size and overflow
     assert current.value("chatkit_db_pool_checked_out") == 0  # nothing is running now
