@@ -37,12 +37,6 @@ CAPTURE_ALL_HEADERS = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST"
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLLM]:
-    with FakeLLM() as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
 def exporter() -> InMemorySpanExporter:
     return InMemorySpanExporter()
 
