@@ -76,7 +76,8 @@ def test_python_m_app_serves_the_app_built_from_the_settings_it_read(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, root_logging: None
 ) -> None:
     for name in list(os.environ):
-        if name.startswith(("AUTH_", "OPENAI_")):
+        # No auth or model of the outer environment; no exporter installed in this process.
+        if name.startswith(("AUTH_", "OPENAI_", "OTEL_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
     monkeypatch.setenv("WEB_CONCURRENCY", "1")
