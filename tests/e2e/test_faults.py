@@ -14,7 +14,7 @@ import httpx2
 import pytest
 
 from app.auth.shared_secret import SharedSecretVerifier
-from tests.e2e.harness import ServerProcess, sse_frames, text_input
+from tests.e2e.harness import InProcessServer, ServerProcess, sse_frames, text_input
 from tests.fake_llm import FakeLLM, Reply
 from tests.pg_cluster import PostgresCluster, start_cluster
 from tests.server_fixtures import ClientFactory
@@ -36,12 +36,6 @@ async def own_database(own_cluster: PostgresCluster) -> str:
     return own_cluster.url("faults")
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLLM]:
-    with FakeLLM() as fake:
-        yield fake
-
-
 def env_for(
     server_env: dict[str, str], database_url: str, fake: FakeLLM, **extra: str
 ) -> dict[str, str]:
@@ -59,8 +53,10 @@ def env_for(
 @pytest.fixture
 async def db_server(
     server_env: dict[str, str], own_database: str, fake: FakeLLM, tmp_path: Path
-) -> AsyncIterator[ServerProcess]:
-    server = ServerProcess(env=env_for(server_env, own_database, fake), log_path=tmp_path / "s.log")
+) -> AsyncIterator[InProcessServer]:
+    server = InProcessServer(
+        env=env_for(server_env, own_database, fake), log_path=tmp_path / "s.log"
+    )
     server.start()
     yield server
     server.stop()
@@ -77,7 +73,7 @@ async def wait_until(check: object, timeout: float = 30.0) -> None:
 
 
 async def test_database_outage_gives_503_and_recovers_by_itself(
-    db_server: ServerProcess,
+    db_server: InProcessServer,
     own_cluster: PostgresCluster,
     fake: FakeLLM,
     make_client: ClientFactory,
@@ -116,7 +112,7 @@ async def test_database_outage_gives_503_and_recovers_by_itself(
 
 
 async def test_an_outage_during_streams_does_not_lock_the_user_out(
-    db_server: ServerProcess,
+    db_server: InProcessServer,
     own_cluster: PostgresCluster,
     fake: FakeLLM,
     make_client: ClientFactory,
