@@ -17,8 +17,8 @@ that do no useful work for us:
   plain JSON values (what the agents SDK sends) it returns an equal body. `LeanResponses.create`
   posts such a body as it is, exactly as `create` would; anything else goes through `create`.
 
-Both run only with an openai inside `TESTED_OPENAI_VERSIONS` (`lean_openai_supported()`); any other
-version gets the plain `AsyncOpenAI`, and the test of the range fails first.
+Both run only with an openai of the `TESTED_OPENAI_RELEASE` (`lean_openai_supported()`); any other
+version gets the plain `AsyncOpenAI`, and the test of the release fails first.
 """
 
 from __future__ import annotations
@@ -34,11 +34,9 @@ from openai import NOT_GIVEN, AsyncOpenAI, AsyncStream, NotGiven, Omit
 from openai._base_client import make_request_options
 from openai.resources.responses import AsyncResponses
 from openai.types.responses import Response, ResponseStreamEvent
-from packaging.specifiers import SpecifierSet
-from packaging.version import Version
 
-# The versions these seams were read and tested against.
-TESTED_OPENAI_VERSIONS = (">=3.54", "<3.55")
+# The openai release (major, minor) these seams were read and tested against.
+TESTED_OPENAI_RELEASE = (3, 54)
 # What `create` sends as request options rather than in the body.
 _OPTION_PARAMETERS = frozenset({"extra_headers", "extra_query", "extra_body", "timeout"})
 # The type the client casts each streamed Responses event to (an annotated union).
@@ -48,7 +46,7 @@ _STREAM_EVENT: Any = ResponseStreamEvent
 @functools.cache
 def lean_openai_supported() -> bool:
     """Whether the installed openai is one these seams were checked against."""
-    return Version(version("openai")) in SpecifierSet(",".join(TESTED_OPENAI_VERSIONS))
+    return version("openai").split(".")[:2] == [str(part) for part in TESTED_OPENAI_RELEASE]
 
 
 @functools.cache
