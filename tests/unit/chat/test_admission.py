@@ -188,6 +188,9 @@ async def test_a_new_thread_is_claimed_before_it_exists(setup: Setup) -> None:
         assert await setup.is_claimed(context.new_thread_id)
         assert context.turn_end is not None and context.recent_items is not None
         assert context.model_slot is not None
+        # A second new thread meanwhile is a thread of its own, not busy with the first.
+        async with setup.admission.admit(new_thread(), setup.caller) as other:
+            assert other.context.new_thread_id not in (None, context.new_thread_id)
     assert not await setup.is_claimed(context.new_thread_id)
 
 
