@@ -16,7 +16,13 @@ import httpx2
 import pytest
 
 from app.auth.shared_secret import SharedSecretVerifier
-from tests.e2e.harness import ChatKitClient, ServerProcess, sse_frames, text_input
+from tests.e2e.harness import (
+    ChatKitClient,
+    InProcessServer,
+    ServerProcess,
+    sse_frames,
+    text_input,
+)
 from tests.fake_llm import FakeLLM, Reply
 from tests.server_fixtures import ClientFactory
 
@@ -29,12 +35,6 @@ class SlowText(TypedDict):
 
 
 SLOW: SlowText = {"chunk_size": 2, "delay_between": 0.05}
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLLM]:
-    with FakeLLM() as fake:
-        yield fake
 
 
 def model_env(server_env: dict[str, str], fake: FakeLLM, **extra: str) -> dict[str, str]:
@@ -161,7 +161,7 @@ async def test_a_turn_with_a_token_past_exp_is_not_admitted(
 async def test_a_body_that_never_finishes_gets_408(
     server_env: dict[str, str], fake: FakeLLM, make_client: ClientFactory, tmp_path: Path
 ) -> None:
-    server = ServerProcess(
+    server = InProcessServer(
         env=model_env(server_env, fake, REQUEST_BODY_TIMEOUT="1"), log_path=tmp_path / "s.log"
     )
     server.start()
@@ -195,7 +195,8 @@ async def test_a_killed_process_does_not_lock_its_user_out(
 ) -> None:
     """kill -9 with three of a user's answers streaming: another process admits them in 60 s."""
     victim = ServerProcess(env=model_env(server_env, fake), log_path=tmp_path / "victim.log")
-    survivor = ServerProcess(env=model_env(server_env, fake), log_path=tmp_path / "survivor.log")
+    # The victim must be a process of its own to be killed; the survivor can be this one.
+    survivor = InProcessServer(env=model_env(server_env, fake), log_path=tmp_path / "survivor.log")
     victim.start()
     survivor.start()
     try:
@@ -233,7 +234,7 @@ async def _items(client: ChatKitClient, thread_id: str) -> list[dict[str, object
 async def test_a_held_lock_ends_the_turn_instead_of_stalling_it(
     server_env: dict[str, str], fake: FakeLLM, make_client: ClientFactory, tmp_path: Path
 ) -> None:
-    server = ServerProcess(
+    server = InProcessServer(
         env=model_env(server_env, fake, DATABASE_STATEMENT_TIMEOUT="1"),
         log_path=tmp_path / "s.log",
     )
@@ -258,7 +259,7 @@ async def test_a_held_lock_ends_the_turn_instead_of_stalling_it(
 async def test_a_token_expiring_mid_turn_ends_it_with_a_sign_in_message(
     server_env: dict[str, str], fake: FakeLLM, minter: SharedSecretVerifier, tmp_path: Path
 ) -> None:
-    server = ServerProcess(
+    server = InProcessServer(
         env=model_env(server_env, fake, AUTH_LEEWAY_SECONDS="0"), log_path=tmp_path / "s.log"
     )
     server.start()
