@@ -40,7 +40,7 @@ from app.context import RequestContext
 from app.main import create_app
 from app.settings import Settings
 from app.store.chatkit_store import SqlStore, new_id
-from tests.e2e.harness import ServerProcess, text_input
+from tests.e2e.harness import InProcessServer, text_input
 from tests.security.checks import RowSnapshot, assert_json_error, count_rows, snapshot_rows
 from tests.server_fixtures import SECRET
 
@@ -138,7 +138,7 @@ def check_stream(payload: str) -> list[ThreadStreamEvent]:
 @pytest.fixture(scope="module")
 async def target(
     postgres_url: str,
-    offline_server: ServerProcess,
+    offline_server: InProcessServer,
     minter: SharedSecretVerifier,
     pg_engine: AsyncEngine,
     tmp_path_factory: pytest.TempPathFactory,

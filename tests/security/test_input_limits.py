@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.auth.shared_secret import SharedSecretVerifier
 from app.context import RequestContext
 from app.store.chatkit_store import MAX_PAGE_SIZE, SqlStore, new_id
-from tests.e2e.harness import ChatKitClient, ServerProcess, text_input
+from tests.e2e.harness import ChatKitClient, InProcessServer, text_input
 from tests.security.checks import assert_json_error, count_rows
 
 MAX_BODY_BYTES = 65_536
@@ -38,14 +38,14 @@ NUL = "\x00"
 @pytest.fixture(scope="module")
 def limits_server(
     server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
+) -> Iterator[InProcessServer]:
     env = {
         **server_env,
         "MAX_BODY_BYTES": str(MAX_BODY_BYTES),
         "MAX_MESSAGE_CHARS": str(MAX_MESSAGE_CHARS),
         "THREAD_TITLES": "first_words",
     }
-    server = ServerProcess(env=env, log_path=tmp_path_factory.mktemp("limits") / "server.log")
+    server = InProcessServer(env=env, log_path=tmp_path_factory.mktemp("limits") / "server.log")
     server.start()
     yield server
     server.stop()
@@ -97,7 +97,7 @@ def request_body(op: str, params: Any, **extra: Any) -> bytes:
 
 @pytest.fixture(scope="module")
 async def caller(
-    limits_server: ServerProcess, minter: SharedSecretVerifier, pg_engine: AsyncEngine
+    limits_server: InProcessServer, minter: SharedSecretVerifier, pg_engine: AsyncEngine
 ) -> AsyncIterator[Caller]:
     user_id = f"user-limits-{uuid.uuid4().hex}"
     client = ChatKitClient(limits_server.base_url, minter.mint(user_id))
@@ -449,7 +449,7 @@ class Pager:
 
 @pytest.fixture(scope="module")
 async def pager(
-    limits_server: ServerProcess, minter: SharedSecretVerifier, pg_engine: AsyncEngine
+    limits_server: InProcessServer, minter: SharedSecretVerifier, pg_engine: AsyncEngine
 ) -> AsyncIterator[Pager]:
     """A user with 120 threads, the last of which holds 120 items (written through the store)."""
     user_id = f"user-pager-{uuid.uuid4().hex}"

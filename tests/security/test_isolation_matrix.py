@@ -35,7 +35,7 @@ from app.auth.shared_secret import SharedSecretVerifier
 from app.context import RequestContext
 from app.store.chatkit_store import SqlStore, new_id
 from app.store.tasks import TaskNotFound, TaskRepository
-from tests.e2e.harness import ChatKitClient, ServerProcess, text_input
+from tests.e2e.harness import ChatKitClient, InProcessServer, text_input
 from tests.security.checks import RowSnapshot, assert_json_error, count_rows, snapshot_rows
 
 
@@ -75,7 +75,7 @@ async def item_ids(client: ChatKitClient, thread_id: str) -> list[dict[str, Any]
 
 @pytest.fixture(scope="module")
 async def world(
-    offline_server: ServerProcess, minter: SharedSecretVerifier, pg_engine: AsyncEngine
+    offline_server: InProcessServer, minter: SharedSecretVerifier, pg_engine: AsyncEngine
 ) -> AsyncIterator[World]:
     marker = uuid.uuid4().hex[:12]
     secret = f"secret-A-{marker}"
