@@ -14,6 +14,8 @@ import asyncpg
 import sqlalchemy.exc
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
 
+from app.causes import MAX_DEPTH, caused_by, chain
+
 # SQLSTATE classes 08 (connection), 53 (insufficient resources: too many connections),
 # 57 (operator intervention: shutting down, starting up, statement cancelled) and 58 (system).
 _ASYNCPG_UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -26,7 +28,6 @@ _ASYNCPG_BUSY: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.QueryCanceledError,
     asyncpg.exceptions.TooManyConnectionsError,
 )
-_MAX_CHAIN = 10
 
 BUSY_MESSAGE = "The server is busy right now. Please retry shortly."
 UNAVAILABLE_MESSAGE = "The database is unavailable right now. Please retry shortly."
@@ -76,28 +77,15 @@ def _driver_errors(exc: sqlalchemy.exc.DBAPIError) -> list[BaseException]:
     """The driver's own exceptions behind `exc` (the adapter error and what it wraps)."""
     found: list[BaseException] = []
     current: BaseException | None = exc.orig
-    while current is not None and len(found) < _MAX_CHAIN:
+    while current is not None and len(found) < MAX_DEPTH:
         found.append(current)
         current = current.__cause__
     return found
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    """`exc`, what it was raised from, and what it was raised while handling."""
-    found: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and len(found) < _MAX_CHAIN:
-        found.append(current)
-        current = current.__cause__ or current.__context__
-    return found
-
-
 def _database_error(exc: BaseException) -> BaseException | None:
     """The first SQLAlchemy exception in `exc`'s chain, if any."""
-    for error in _chain(exc):
-        if isinstance(error, sqlalchemy.exc.SQLAlchemyError):
-            return error
-    return None
+    return caused_by(exc, sqlalchemy.exc.SQLAlchemyError)
 
 
 def database_unavailable(exc: BaseException) -> bool:
@@ -113,7 +101,7 @@ def database_failure_message(exc: BaseException) -> str | None:
 def _classify(exc: BaseException) -> str | None:
     # A failure on a connection the database just dropped (say the rollback after it) masks
     # the drop it was raised while handling: any outage in the chain counts.
-    for error in _chain(exc):
+    for error in chain(exc):
         message = _classify_one(error)
         if message is not None:
             return message

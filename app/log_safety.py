@@ -16,9 +16,9 @@ import sqlalchemy.exc
 from agents.exceptions import AgentsException
 from mcp.shared.exceptions import MCPError
 
+from app.causes import chain
 from app.db_errors import DatabaseFailure, sqlstate_of
 
-_MAX_CHAIN = 10
 # Families whose messages can carry what the user wrote (or what was written for them).
 _QUOTING: tuple[type[BaseException], ...] = (
     openai.APIError,
@@ -31,34 +31,25 @@ _QUOTING: tuple[type[BaseException], ...] = (
 )
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    found: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and len(found) < _MAX_CHAIN:
-        found.append(current)
-        current = current.__cause__ or current.__context__
-    return found
-
-
 def may_quote_user_data(exc: BaseException) -> bool:
     """Whether `exc` (or what it was raised from) is of a family whose text can quote users."""
-    return any(isinstance(error, _QUOTING) for error in _chain(exc))
+    return any(isinstance(error, _QUOTING) for error in chain(exc))
 
 
 def failure_fields(exc: BaseException) -> dict[str, object]:
     """What failed, safe to log: the exception types of the chain, an HTTP status, a SQLSTATE."""
-    chain = _chain(exc)
+    errors = chain(exc)
     fields: dict[str, object] = {
         "error": type(exc).__name__,
-        "error_chain": " <- ".join(type(error).__name__ for error in chain[1:]) or None,
+        "error_chain": " <- ".join(type(error).__name__ for error in errors[1:]) or None,
     }
     status = next(
-        (error.status_code for error in chain if isinstance(error, openai.APIStatusError)), None
+        (error.status_code for error in errors if isinstance(error, openai.APIStatusError)), None
     )
     if status is not None:
         fields["status_code"] = status
     sqlstate = sqlstate_of(exc) or next(
-        (error.sqlstate for error in chain if isinstance(error, DatabaseFailure)), None
+        (error.sqlstate for error in errors if isinstance(error, DatabaseFailure)), None
     )
     if sqlstate is not None:
         fields["sqlstate"] = sqlstate

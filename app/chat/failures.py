@@ -12,6 +12,7 @@ from chatkit.store import NotFoundError
 from mcp.shared.exceptions import MCPError
 from mcp_types import REQUEST_TIMEOUT
 
+from app.causes import caused_by, chain
 from app.db_errors import database_failure_message
 from app.tools.mcp_connection import McpSessionExpired, McpToolUnavailable
 
@@ -29,25 +30,12 @@ class McpUnavailableError(Exception):
     """The TODO task server could not be reached when the turn started."""
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    found: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and len(found) < 10:
-        found.append(current)
-        current = current.__cause__ or current.__context__
-    return found
-
-
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    return any(isinstance(error, kind) for error in _chain(exc))
-
-
 def _mcp_timed_out(exc: BaseException) -> bool:
     """An MCP request (listing the tools, a tool call) got no answer within MCP_TIMEOUT."""
     return any(
         (isinstance(error, MCPError) and error.code == REQUEST_TIMEOUT)
         or isinstance(error, httpx2.TimeoutException)
-        for error in _chain(exc)
+        for error in chain(exc)
     )
 
 
@@ -58,9 +46,9 @@ def user_message_for(exc: BaseException) -> str:
             "The task service is unreachable right now, so I cannot work with your tasks. "
             "Please try again in a moment."
         )
-    if _caused_by(exc, McpSessionExpired):
+    if caused_by(exc, McpSessionExpired) is not None:
         return SESSION_EXPIRED_MESSAGE
-    if _caused_by(exc, McpToolUnavailable) or _mcp_timed_out(exc):
+    if caused_by(exc, McpToolUnavailable) is not None or _mcp_timed_out(exc):
         return MCP_TIMEOUT_MESSAGE
     if isinstance(exc, CustomStreamError):  # already worded for the user (e.g. a failed save)
         return exc.message

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx2
 import mcp_types
@@ -27,6 +27,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, GetPromptResult, ListPromptsResult, Tool
 
+from app.causes import caused_by
 from app.net import outbound_transport
 from app.observability.agent_calls import observe_tool_call
 from app.observability.metrics import Metrics
@@ -36,7 +37,6 @@ DEFAULT_SERVER_NAME = "todo"
 # default) of its own; a `notifications/tools/list_changed` drops it earlier.
 TOOLS_TTL_SECONDS = 300.0
 LEGACY = "legacy"
-_E = TypeVar("_E", bound=BaseException)
 
 
 class McpToolUnavailable(Exception):
@@ -53,20 +53,10 @@ class _AuthWatch:
     rejected = False
 
 
-def _in_chain(error: BaseException | None, kind: type[_E]) -> _E | None:
-    """The first `kind` among `error` and its causes (the agents SDK wraps tool errors)."""
-    seen = 0
-    while error is not None and seen < 10:
-        if isinstance(error, kind):
-            return error
-        error, seen = error.__cause__ or error.__context__, seen + 1
-    return None
-
-
 def _unreachable(error: BaseException | None) -> bool:
-    if any(_in_chain(error, kind) for kind in (TimeoutError, httpx2.TransportError)):
+    if any(caused_by(error, kind) is not None for kind in (TimeoutError, httpx2.TransportError)):
         return True
-    failed = _in_chain(error, MCPError)
+    failed = caused_by(error, MCPError)
     return failed is not None and failed.code == mcp_types.REQUEST_TIMEOUT
 
 
@@ -78,7 +68,7 @@ def mcp_tool_failure(context: RunContextWrapper[Any], error: Exception) -> str:
     """
     if _unreachable(error):
         raise McpToolUnavailable("the MCP server did not answer the tool call") from error
-    expired = _in_chain(error, McpSessionExpired)
+    expired = caused_by(error, McpSessionExpired)
     if expired is not None:
         # Not a tool answer: the model would be told the call failed and try something else.
         raise expired
