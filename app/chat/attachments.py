@@ -13,7 +13,7 @@ import base64
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -44,6 +44,7 @@ from app.settings import Settings
 from app.store.attachment_blobs import AttachmentBlobs, Blob, SqlAttachmentBlobs
 from app.store.chatkit_store import SqlStore, new_item_id
 from app.store.signing_keys import load_signing_key
+from app.store.sql import utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +252,7 @@ class Attachments(AttachmentStore[RequestContext]):
     # Clean-up --------------------------------------------------------------------------
     async def _sweep(self, user_id: str) -> None:
         """Delete the caller's unused uploads, and now and then everyone's."""
-        cutoff = datetime.now(UTC).replace(tzinfo=None) - UNUSED_UPLOAD_TTL
+        cutoff = utcnow() - UNUSED_UPLOAD_TTL
         everyone = time.monotonic() - self._last_full_sweep >= SWEEP_ALL_EVERY_SECONDS
         if everyone:
             self._last_full_sweep = time.monotonic()
