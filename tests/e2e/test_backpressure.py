@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.e2e.harness import ServerProcess, text_input
 from tests.fake_llm import FakeLLM, Reply
@@ -15,12 +12,6 @@ from tests.server_fixtures import ClientFactory
 
 CHUNK = "x" * 2000
 CHUNKS = 15_000  # 30 MB of answer text
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLLM]:
-    with FakeLLM() as fake:
-        yield fake
 
 
 def rss_bytes(pid: int) -> int:

@@ -16,12 +16,6 @@ TURNS_PER_MINUTE = 4
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLLM]:
-    with FakeLLM() as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
 def two_servers(
     server_env: dict[str, str], fake: FakeLLM, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ServerProcess, ServerProcess]]:

@@ -10,7 +10,7 @@ import httpx2
 import pytest
 
 from app.settings import Settings
-from tests.e2e.harness import ServerProcess, text_input
+from tests.e2e.harness import InProcessServer, text_input
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +43,7 @@ def test_an_explicit_database_url_wins(tmp_path: Path) -> None:
 async def test_server_keeps_its_database_in_data_dir(tmp_path: Path) -> None:
     data_dir = tmp_path / "state"
     secret = secrets.token_urlsafe(48)
-    server = ServerProcess(
+    server = InProcessServer(
         env={"DATA_DIR": str(data_dir), "AUTH_JWT_SECRET": secret},
         log_path=tmp_path / "server.log",
     )

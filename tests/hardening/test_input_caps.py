@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.shared_secret import SharedSecretVerifier
-from tests.e2e.harness import ServerProcess, text_input
+from tests.e2e.harness import InProcessServer, text_input
 from tests.security.checks import assert_json_error, count_rows
 
 BULK = 900_000
@@ -54,7 +54,7 @@ OVERSIZED = {
 
 
 @pytest.fixture
-def user(offline_server: ServerProcess, minter: SharedSecretVerifier) -> tuple[str, str]:
+def user(offline_server: InProcessServer, minter: SharedSecretVerifier) -> tuple[str, str]:
     user_id = f"user-caps-{uuid.uuid4().hex}"
     return user_id, minter.mint(user_id)
 
@@ -72,7 +72,7 @@ async def post(base_url: str, token: str, op: str, params: dict[str, Any]) -> ht
 
 @pytest.mark.parametrize("case", sorted(OVERSIZED))
 async def test_oversized_fields_are_refused_and_nothing_is_stored(
-    case: str, offline_server: ServerProcess, user: tuple[str, str], pg_engine: AsyncEngine
+    case: str, offline_server: InProcessServer, user: tuple[str, str], pg_engine: AsyncEngine
 ) -> None:
     user_id, token = user
     first = await post(
@@ -98,7 +98,7 @@ async def test_oversized_fields_are_refused_and_nothing_is_stored(
 
 
 async def test_a_tag_with_some_data_is_still_accepted(
-    offline_server: ServerProcess, user: tuple[str, str]
+    offline_server: InProcessServer, user: tuple[str, str]
 ) -> None:
     _, token = user
     tagged = message(

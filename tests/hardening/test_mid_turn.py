@@ -23,7 +23,7 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth.shared_secret import SharedSecretVerifier
-from tests.e2e.harness import ChatKitClient, ServerProcess, text_input
+from tests.e2e.harness import ChatKitClient, InProcessServer, text_input
 from tests.fake_llm import FakeLLM, RecordedRequest, Reply
 from tests.hardening.streams import is_text_delta, stream
 from tests.recording_mcp import RecordingMcp, build_app
@@ -42,12 +42,6 @@ def slow_answer(request: RecordedRequest) -> Reply:
     return Reply.text_chunks(SLOW_ANSWER, delay_between=0.15)
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLLM]:
-    with FakeLLM() as fake:
-        yield fake
-
-
 @pytest.fixture(autouse=True)
 def script(fake: FakeLLM) -> None:
     fake.reset()
@@ -57,7 +51,7 @@ def script(fake: FakeLLM) -> None:
 @pytest.fixture(scope="module")
 def model_server(
     server_env: dict[str, str], fake: FakeLLM, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
+) -> Iterator[InProcessServer]:
     env = {
         **server_env,
         "OPENAI_BASE_URL": fake.base_url,
@@ -65,7 +59,7 @@ def model_server(
         "OPENAI_MAX_RETRIES": "0",
         "THREAD_TITLES": "model",
     }
-    server = ServerProcess(env=env, log_path=tmp_path_factory.mktemp("midturn") / "s.log")
+    server = InProcessServer(env=env, log_path=tmp_path_factory.mktemp("midturn") / "s.log")
     server.start()
     yield server
     server.stop()
@@ -85,7 +79,7 @@ class User:
 
 
 @pytest.fixture
-def user(model_server: ServerProcess, minter: SharedSecretVerifier) -> User:
+def user(model_server: InProcessServer, minter: SharedSecretVerifier) -> User:
     return User(model_server.base_url, minter.mint(f"user-{uuid.uuid4().hex}"))
 
 
@@ -216,7 +210,7 @@ async def test_tools_not_listed_in_time_get_a_task_service_message(
         "MCP_SERVER_URL": slow_mcp_url,
         "MCP_TIMEOUT": "2",
     }
-    server = ServerProcess(env=env, log_path=tmp_path_factory.mktemp("slowmcp") / "s.log")
+    server = InProcessServer(env=env, log_path=tmp_path_factory.mktemp("slowmcp") / "s.log")
     server.start()
     try:
         token = minter.mint(f"user-{uuid.uuid4().hex}")

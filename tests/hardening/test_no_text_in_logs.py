@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,12 +40,6 @@ async def logs_database(own_cluster: PostgresCluster) -> str:
     finally:
         await admin.close()
     return own_cluster.url("logs")
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLLM]:
-    with FakeLLM() as fake:
-        yield fake
 
 
 def is_title_request(request: RecordedRequest) -> bool:

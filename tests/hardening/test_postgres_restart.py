@@ -14,7 +14,7 @@ import httpx2
 import pytest
 
 from app.auth.shared_secret import SharedSecretVerifier
-from tests.e2e.harness import ServerProcess, sse_frames, text_input
+from tests.e2e.harness import InProcessServer, sse_frames, text_input
 from tests.pg_cluster import PostgresCluster
 
 RESTARTS = 4
@@ -38,7 +38,7 @@ async def restart_database(own_cluster: PostgresCluster) -> str:
 @pytest.fixture(scope="module")
 def restart_server(
     server_env: dict[str, str], restart_database: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
+) -> Iterator[InProcessServer]:
     env = {
         **server_env,
         "DATABASE_URL": restart_database,
@@ -48,7 +48,7 @@ def restart_server(
         "RATE_LIMIT_CONCURRENT_STREAMS": "0",
         "THREAD_TITLES": "first_words",
     }
-    server = ServerProcess(env=env, log_path=tmp_path_factory.mktemp("restart") / "server.log")
+    server = InProcessServer(env=env, log_path=tmp_path_factory.mktemp("restart") / "server.log")
     server.start()
     yield server
     server.stop()
@@ -129,7 +129,7 @@ async def request_loop(
 
 @pytest.fixture
 async def users(
-    restart_server: ServerProcess, minter: SharedSecretVerifier
+    restart_server: InProcessServer, minter: SharedSecretVerifier
 ) -> AsyncIterator[list[tuple[str, str]]]:
     """WORKERS users, each with a thread of one turn: (token, thread id)."""
     found: list[tuple[str, str]] = []
@@ -157,7 +157,7 @@ def assert_only_200_or_503(outcomes: Outcomes) -> None:
 
 
 async def test_requests_across_restarts_get_200_or_503(
-    restart_server: ServerProcess, own_cluster: PostgresCluster, users: list[tuple[str, str]]
+    restart_server: InProcessServer, own_cluster: PostgresCluster, users: list[tuple[str, str]]
 ) -> None:
     outcomes = Outcomes()
     stop = asyncio.Event()
@@ -190,7 +190,7 @@ async def test_requests_across_restarts_get_200_or_503(
 
 
 async def test_while_postgres_refuses_new_connections_the_answer_is_503(
-    restart_server: ServerProcess, own_cluster: PostgresCluster, users: list[tuple[str, str]]
+    restart_server: InProcessServer, own_cluster: PostgresCluster, users: list[tuple[str, str]]
 ) -> None:
     """A smart shutdown keeps open sessions and answers new ones "cannot connect now" (57P03)."""
     holder = await asyncpg.connect(plain_dsn(own_cluster.url("postgres")))

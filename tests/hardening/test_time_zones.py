@@ -21,11 +21,9 @@ from tests.fake_llm import FakeLLM, RecordedRequest, Reply
 ZONES = ("Asia/Tokyo", "UTC")
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLLM]:
-    with FakeLLM() as fake:
-        fake.responder = echo
-        yield fake
+@pytest.fixture(scope="module", autouse=True)
+def echoing(fake: FakeLLM) -> None:
+    fake.responder = echo
 
 
 def echo(request: RecordedRequest) -> Reply:
