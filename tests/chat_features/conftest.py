@@ -18,7 +18,7 @@ from chatkit.types import ThreadStreamEvent
 from pydantic import TypeAdapter
 
 from tests.chat_features.plain_todo_mcp import RunningPlainTodo, serve_plain_todo
-from tests.e2e.harness import ChatKitClient, ServerProcess, StreamResult, sse_frames
+from tests.e2e.harness import ChatKitClient, InProcessServer, StreamResult, sse_frames
 from tests.fake_llm import FakeLLM
 from tests.recording_mcp import RunningMcp, serve_recording_mcp
 from tests.server_fixtures import SECRET
@@ -33,9 +33,9 @@ EVENT_ADAPTER: TypeAdapter[ThreadStreamEvent] = TypeAdapter(ThreadStreamEvent)
 
 
 @pytest.fixture(scope="package")
-def fake() -> Iterator[FakeLLM]:
-    with FakeLLM() as fake:
-        yield fake
+def fake(fake_llm_server: FakeLLM) -> FakeLLM:
+    """The package's own fake model: a channel of the session's fake model server."""
+    return fake_llm_server.channel("chat_features")
 
 
 @pytest.fixture(scope="package")
@@ -79,7 +79,7 @@ def features_server(
     fake: FakeLLM,
     recording: RunningMcp,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ServerProcess]:
+) -> Iterator[InProcessServer]:
     env = _model_env(
         fake,
         recording.url,
@@ -89,7 +89,7 @@ def features_server(
         MAX_BODY_BYTES=str(MAX_BODY_BYTES),
         AGENT_INSTRUCTIONS=OPERATOR_GUIDANCE,
     )
-    server = ServerProcess(
+    server = InProcessServer(
         env={**server_env, **env}, log_path=tmp_path_factory.mktemp("logs") / "features.log"
     )
     server.start()
@@ -103,8 +103,8 @@ def plain_server(
     fake: FakeLLM,
     plain_mcp: RunningPlainTodo,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ServerProcess]:
-    server = ServerProcess(
+) -> Iterator[InProcessServer]:
+    server = InProcessServer(
         env={**server_env, **_model_env(fake, plain_mcp.url)},
         log_path=tmp_path_factory.mktemp("logs") / "plain.log",
     )

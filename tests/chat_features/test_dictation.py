@@ -12,7 +12,7 @@ from tests.chat_features.conftest import (
     tag_input,
     text_part,
 )
-from tests.e2e.harness import ServerProcess
+from tests.e2e.harness import InProcessServer
 from tests.fake_llm import FakeLLM, Reply
 from tests.server_fixtures import ClientFactory
 
@@ -22,7 +22,7 @@ def recording(size: int) -> bytes:
 
 
 async def test_transcribe_sends_the_audio_and_returns_the_text(
-    features_server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    features_server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     client = make_client(features_server.base_url)
     fake.transcription_reply = Reply.text("buy oat milk tomorrow")
@@ -43,7 +43,7 @@ async def test_transcribe_sends_the_audio_and_returns_the_text(
 
 
 async def test_recordings_larger_than_the_body_cap_but_within_the_transcribe_cap(
-    features_server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    features_server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     client = make_client(features_server.base_url)
     audio = recording(MAX_BODY_BYTES + 10_000)  # base64 is larger still
@@ -57,7 +57,7 @@ async def test_recordings_larger_than_the_body_cap_but_within_the_transcribe_cap
 
 
 async def test_bad_recordings_are_refused_before_the_model_server(
-    features_server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    features_server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     client = make_client(features_server.base_url)
     too_big = base64.b64encode(recording(TRANSCRIBE_MAX_BYTES + 1)).decode()
@@ -76,7 +76,7 @@ async def test_bad_recordings_are_refused_before_the_model_server(
 
 
 async def test_model_server_failures_are_readable(
-    features_server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    features_server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     client = make_client(features_server.base_url)
     params = {"audio_base64": "AAAA", "mime_type": "audio/webm"}
@@ -93,7 +93,7 @@ async def test_model_server_failures_are_readable(
 
 
 async def test_offline_mode_says_how_to_enable_dictation(
-    offline_server: ServerProcess, make_client: ClientFactory
+    offline_server: InProcessServer, make_client: ClientFactory
 ) -> None:
     client = make_client(offline_server.base_url)
     params = {"audio_base64": "AAAA", "mime_type": "audio/webm"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.chat_features.conftest import DEFAULT_MODEL, OTHER_MODEL, tag_input, text_part
-from tests.e2e.harness import ServerProcess
+from tests.e2e.harness import InProcessServer
 from tests.fake_llm import FakeLLM, Reply
 from tests.recording_mcp import RunningMcp
 from tests.server_fixtures import ClientFactory
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Direct usage of named widget:Dep
 
 
 async def test_a_listed_model_runs_the_turn(
-    features_server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    features_server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     client = make_client(features_server.base_url)
     fake.enqueue(Reply.text("from b"), Reply.text("from a"))
@@ -33,7 +33,7 @@ async def test_a_listed_model_runs_the_turn(
 
 
 async def test_other_models_and_tools_are_400_before_the_stream(
-    features_server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    features_server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     client = make_client(features_server.base_url)
     thread_id = (await client.send("hello")).thread_id
@@ -55,7 +55,7 @@ async def test_other_models_and_tools_are_400_before_the_stream(
 
 
 async def test_tool_choice_forces_the_tool_once(
-    features_server: ServerProcess,
+    features_server: InProcessServer,
     fake: FakeLLM,
     recording: RunningMcp,
     make_client: ClientFactory,

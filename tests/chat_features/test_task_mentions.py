@@ -6,7 +6,7 @@ import httpx2
 import pytest
 
 from tests.chat_features.conftest import get_tasks, tag_input, text_part
-from tests.e2e.harness import ServerProcess
+from tests.e2e.harness import InProcessServer
 from tests.fake_llm import FakeLLM, Reply
 from tests.server_fixtures import ClientFactory
 
@@ -27,7 +27,7 @@ def task_tag(task_id: int, title: str, **data: object) -> dict[str, object]:
 
 
 async def test_task_search_with_the_embedded_server(
-    offline_server: ServerProcess, make_client: ClientFactory
+    offline_server: InProcessServer, make_client: ClientFactory
 ) -> None:
     alice = make_client(offline_server.base_url)
     thread_id = (await alice.send("add task Buy milk")).thread_id
@@ -64,7 +64,7 @@ async def _id_of(client: object, title: str) -> int:
 
 
 async def test_task_search_refuses_bad_requests(
-    offline_server: ServerProcess, make_client: ClientFactory
+    offline_server: InProcessServer, make_client: ClientFactory
 ) -> None:
     client = make_client(offline_server.base_url)
     async with httpx2.AsyncClient(base_url=offline_server.base_url) as anonymous:
@@ -77,7 +77,7 @@ async def test_task_search_refuses_bad_requests(
 
 
 async def test_a_mention_reaches_the_model_as_a_task_reference(
-    features_server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    features_server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     client = make_client(features_server.base_url)
     fake.enqueue(Reply.text("Done."))
@@ -92,7 +92,7 @@ async def test_a_mention_reaches_the_model_as_a_task_reference(
 
 
 async def test_a_message_that_is_only_a_mention_is_accepted(
-    features_server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    features_server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     client = make_client(features_server.base_url)
     fake.enqueue(Reply.text("What about it?"))
@@ -106,7 +106,7 @@ async def test_a_message_that_is_only_a_mention_is_accepted(
 
 
 async def test_mention_data_counts_toward_the_message_cap(
-    features_server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    features_server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     client = make_client(features_server.base_url)
     bulky = task_tag(3, "big", notes="n" * 33_000)

@@ -15,7 +15,7 @@ from app.chat.task_widgets import TaskBoard, TaskView, read_task_widget
 from tests.chat_features.conftest import get_tasks, items_list, widget_items
 from tests.chat_features.plain_todo_mcp import RunningPlainTodo
 from tests.chat_features.strict_widgets import assert_strict_widget
-from tests.e2e.harness import ChatKitClient, ServerProcess, StreamResult
+from tests.e2e.harness import ChatKitClient, InProcessServer, StreamResult
 from tests.fake_llm import FakeLLM, Reply, ToolCall
 from tests.server_fixtures import SECRET, ClientFactory
 
@@ -58,7 +58,7 @@ async def stored_widget(client: ChatKitClient, thread_id: str, item_id: str) -> 
 
 
 async def test_embedded_tasks_widget_and_its_buttons(
-    offline_server: ServerProcess, make_client: ClientFactory, pg_engine: AsyncEngine
+    offline_server: InProcessServer, make_client: ClientFactory, pg_engine: AsyncEngine
 ) -> None:
     client = make_client(offline_server.base_url)
     first = await client.send("add task buy milk")
@@ -113,7 +113,7 @@ def client_user(client: ChatKitClient) -> str:
 
 
 async def test_actions_refused_before_the_stream(
-    offline_server: ServerProcess, make_client: ClientFactory
+    offline_server: InProcessServer, make_client: ClientFactory
 ) -> None:
     alice = make_client(offline_server.base_url)
     bob = make_client(offline_server.base_url)
@@ -152,7 +152,7 @@ async def test_actions_refused_before_the_stream(
 
 
 async def test_failing_tool_leaves_the_widget_unchanged(
-    offline_server: ServerProcess, make_client: ClientFactory
+    offline_server: InProcessServer, make_client: ClientFactory
 ) -> None:
     client = make_client(offline_server.base_url)
     listed = await client.send("add task soon gone")
@@ -180,7 +180,7 @@ async def test_failing_tool_leaves_the_widget_unchanged(
 
 
 async def test_independent_server_with_other_shapes(
-    plain_server: ServerProcess,
+    plain_server: InProcessServer,
     plain_mcp: RunningPlainTodo,
     fake: FakeLLM,
     make_client: ClientFactory,
@@ -222,7 +222,7 @@ async def test_independent_server_with_other_shapes(
 
 
 async def test_unreadable_results_mean_no_widget(
-    plain_server: ServerProcess,
+    plain_server: InProcessServer,
     plain_mcp: RunningPlainTodo,
     fake: FakeLLM,
     make_client: ClientFactory,
@@ -239,7 +239,7 @@ async def test_unreadable_results_mean_no_widget(
 
 
 async def test_widgets_with_the_recording_server_and_parallel_calls(
-    features_server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    features_server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     client = make_client(features_server.base_url)
     fake.enqueue(
@@ -266,7 +266,7 @@ async def test_widgets_with_the_recording_server_and_parallel_calls(
 
 @pytest.mark.parametrize("op", ["threads.custom_action", "threads.sync_custom_action"])
 async def test_expired_sessions_cannot_act(
-    offline_server: ServerProcess, make_client: ClientFactory, op: str
+    offline_server: InProcessServer, make_client: ClientFactory, op: str
 ) -> None:
     client = make_client(offline_server.base_url)
     listed = await client.send("add task tick")

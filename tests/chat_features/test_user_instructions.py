@@ -11,7 +11,7 @@ from tests.chat_features.conftest import (
     tag_input,
     text_part,
 )
-from tests.e2e.harness import ServerProcess
+from tests.e2e.harness import InProcessServer
 from tests.fake_llm import FakeLLM, Reply
 from tests.server_fixtures import SECRET, ClientFactory
 
@@ -23,7 +23,7 @@ def today_iso() -> set[str]:
 
 
 async def test_instructions_carry_date_name_language_and_guidance(
-    features_server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    features_server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     client = make_client(features_server.base_url)
     client.token = SharedSecretVerifier(SECRET).mint(
@@ -48,7 +48,7 @@ async def test_instructions_carry_date_name_language_and_guidance(
 
 
 async def test_without_name_or_language_only_the_date_is_added(
-    features_server: ServerProcess, fake: FakeLLM, make_client: ClientFactory
+    features_server: InProcessServer, fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     client = make_client(features_server.base_url)
     fake.enqueue(Reply.text("Hi."))
