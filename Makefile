@@ -22,9 +22,10 @@ $(STAMP): requirements-dev.lock pyproject.toml
 run: install
 	$(BIN)/python -m app
 
+# Two workers, each with its own Postgres cluster; a module stays on one worker (tests/conftest.py).
 test: install
 	@scripts/ensure-test-deps.sh
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 # Unit tests only: no database, no server processes, no browser.
 test-fast: install

@@ -75,6 +75,21 @@ async def sqlite_url(tmp_path: Path) -> str:
     return url
 
 
+# `make test` runs `pytest -n 2 --dist loadgroup`: each module is one group, so it runs on one
+# worker and its module-scoped servers start once; the suites that drive a browser or build a
+# Node project share one group, so two of them never run at once on this two-core machine.
+_ONE_AT_A_TIME = ("tests/browser/", "tests/examples/")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        module = item.nodeid.split("::", 1)[0]
+        group = "browser-and-node" if module.startswith(_ONE_AT_A_TIME) else module
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture
 def new_user_id() -> str:
     """A user id no other test uses: tests share one database and stay apart by user."""
