@@ -26,6 +26,7 @@ import httpx2
 import uvicorn
 from chatkit.types import ThreadStreamEvent
 from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
 from pydantic import TypeAdapter
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
@@ -162,6 +163,8 @@ class InProcessServer:
     env: dict[str, str]
     log_path: Path
     port: int = 0
+    # Spans go here instead of the OTLP exporter OTEL_EXPORTER_OTLP_ENDPOINT would make.
+    tracer_provider: TracerProvider | None = None
     app: FastAPI | None = None
     settings: Settings | None = None
     _server: uvicorn.Server | None = field(default=None, repr=False)
@@ -192,7 +195,7 @@ class InProcessServer:
         }
         try:
             self.settings = settings_from_env(env)
-            self.app = create_app(self.settings)
+            self.app = create_app(self.settings, tracer_provider=self.tracer_provider)
         except BaseException:
             sock.close()
             raise

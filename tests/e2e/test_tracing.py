@@ -10,25 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from app.auth.shared_secret import SharedSecretVerifier
-from app.main import create_app
 from app.observability.tracing import REQUEST_ID_ATTRIBUTE, build_tracer_provider
-from app.settings import Settings
-from tests.e2e.harness import ChatKitClient
+from tests.e2e.harness import ChatKitClient, InProcessServer
 from tests.fake_llm import FakeLLM, Reply
 from tests.server_fixtures import SECRET
 
@@ -41,32 +35,6 @@ def exporter() -> InMemorySpanExporter:
     return InMemorySpanExporter()
 
 
-class InProcessServer:
-    """The real app on uvicorn in a thread of this process, on a loopback port."""
-
-    def __init__(self, app: Any) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.base_url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        config = uvicorn.Config(app, log_config=None, lifespan="on", access_log=False)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
-        )
-
-    def start(self) -> None:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            assert self.thread.is_alive(), "the server thread died during startup"
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def server(
     postgres_url: str,
@@ -77,20 +45,22 @@ def server(
     # An operator asking for every request header must still never get the Authorization one.
     previous = os.environ.get(CAPTURE_ALL_HEADERS)
     os.environ[CAPTURE_ALL_HEADERS] = ".*"
-    settings = Settings(
-        database_url=postgres_url,
-        auth_jwt_secret=SECRET,
-        openai_base_url=fake.base_url,
-        openai_api_key="test-key",
-        openai_model=MODEL,
-        openai_max_retries=0,
-        thread_titles="first_words",
-        rate_limit_turns_per_minute=0,
-        data_dir=Path(tmp_path_factory.mktemp("tracing")),
-        metrics=False,
-    )
     provider = build_tracer_provider(exporter, service_name="tracing-test", batch=False)
-    running = InProcessServer(create_app(settings, tracer_provider=provider))
+    running = InProcessServer(
+        env={
+            "DATABASE_URL": postgres_url,
+            "AUTH_JWT_SECRET": SECRET,
+            "OPENAI_BASE_URL": fake.base_url,
+            "OPENAI_API_KEY": "test-key",
+            "OPENAI_MODEL": MODEL,
+            "OPENAI_MAX_RETRIES": "0",
+            "THREAD_TITLES": "first_words",
+            "RATE_LIMIT_TURNS_PER_MINUTE": "0",
+            "DATA_DIR": str(tmp_path_factory.mktemp("tracing")),
+        },
+        log_path=tmp_path_factory.mktemp("tracing-logs") / "server.log",
+        tracer_provider=provider,
+    )
     try:
         running.start()
         yield running
