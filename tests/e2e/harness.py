@@ -9,6 +9,7 @@ processes, exit codes, the whole process's output, the CLI, settings only the en
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -228,6 +229,9 @@ class InProcessServer:
         response = httpx2.get(f"{self.base_url}/health", timeout=10)
         assert response.status_code == 200, (response.status_code, response.text)
         _drop_app_stderr_handler()
+        # The lifespan froze every object alive (right for a server process); in the test process
+        # that would keep each stopped server's garbage for the rest of the session.
+        gc.unfreeze()
 
     def _run(self, sock: socket.socket) -> None:
         assert self._server is not None
