@@ -17,6 +17,8 @@ class TurnEnd:
     generator open, and with it the agent run: its next tool call would still go out.
     """
 
+    __slots__ = ("_closers",)  # one per open stream: no instance dict
+
     def __init__(self) -> None:
         self._closers: list[Callable[[], Awaitable[object]]] = []
 
@@ -36,6 +38,8 @@ class RecentItems:
     """A turn's newest items of its thread, as last read: the store answers repeat reads of them
     from here (the SDK reads the last two right after the turn read its history) and forgets
     them on any write to the thread through the same context."""
+
+    __slots__ = ("complete", "items", "thread_id")  # one per open stream: no instance dict
 
     def __init__(self) -> None:
         self.thread_id: str | None = None

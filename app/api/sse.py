@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 
 import anyio
 from chatkit.errors import CustomStreamError
 from chatkit.server import StreamingResult
 from chatkit.types import ErrorEvent
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
+from app.chat.admission import Holdings
 from app.chat.shutdown import RETRY_MESSAGE, StreamCutter
 from app.db_errors import database_failure_message
 
@@ -28,7 +29,7 @@ def error_frame(message: str) -> bytes:
 
 
 async def _relay(
-    result: StreamingResult, holdings: AsyncExitStack, cutter: StreamCutter
+    result: StreamingResult, holdings: Holdings, cutter: StreamCutter
 ) -> AsyncIterator[bytes]:
     """The SDK's frames; a failure outside the turn (e.g. the database) ends in an event."""
     try:
@@ -54,10 +55,37 @@ async def _relay(
             await holdings.aclose()
 
 
+class EventStreamResponse(StreamingResponse):
+    """A StreamingResponse whose body runs in the request's own task, cancelled (through an
+    anyio cancel scope, so shielded saves still finish) when the client leaves.
+
+    Starlette's own runs the body in a second task of a task group while the request's task
+    listens for the client leaving; a turn waiting for a model slot keeps all of that for
+    as long as it waits. One small watcher task does the listening here.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with anyio.CancelScope() as body_scope:
+            watcher = asyncio.create_task(_cancel_when_client_leaves(receive, body_scope))
+            try:
+                await self.stream_response(send)
+            finally:
+                watcher.cancel()
+
+
+async def _cancel_when_client_leaves(receive: Receive, body_scope: anyio.CancelScope) -> None:
+    try:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    except Exception:
+        pass  # the connection is unusable: end the body as if the client had left
+    body_scope.cancel()
+
+
 def sse_response(
-    result: StreamingResult, holdings: AsyncExitStack, cutter: StreamCutter
+    result: StreamingResult, holdings: Holdings, cutter: StreamCutter
 ) -> StreamingResponse:
     """Stream `result`; `holdings` (gate slot, leases, thread claim) is closed when it ends."""
-    return StreamingResponse(
+    return EventStreamResponse(
         _relay(result, holdings, cutter), media_type="text/event-stream", headers=STREAM_HEADERS
     )

@@ -3,8 +3,9 @@
 A streamed turn takes, in order: the checks that must answer with a status code (preflight),
 the thread (one answer per thread at a time, decided in the database), one of the user's stream
 slots, a slot of this process (the stream gate), and a count against the per-minute quota. Each
-is pushed onto one exit stack, so a refusal half-way gives back what was taken, and the stream
-that outlives the route takes the stack over and closes it when it ends.
+is noted on one small `Holdings` object, so a refusal half-way gives back what was taken, and the
+stream that outlives the route takes it over and closes it when it ends. (One object with a few
+fields rather than an exit stack of callbacks: a thousand waiting streams each keep theirs.)
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
@@ -29,7 +30,7 @@ from chatkit.types import (
 )
 
 from app.chat.composer import ComposerPolicy, composer_policy
-from app.chat.inflight import StreamGate
+from app.chat.inflight import ModelSlot, StreamGate
 from app.chat.preflight import preflight
 from app.context import RecentItems, RequestContext, TurnEnd
 from app.errors import (
@@ -82,16 +83,39 @@ def admission_policy(settings: Settings) -> AdmissionPolicy:
     )
 
 
+class Holdings:
+    """What one admitted request took; `aclose()` gives it back (once), newest first."""
+
+    __slots__ = ("_admission", "_closed", "claims", "slot", "stream_open", "turn_end")
+
+    def __init__(self, admission: Admission) -> None:
+        self._admission = admission
+        self.claims: TurnClaims | None = None
+        self.turn_end: TurnEnd | None = None
+        self.slot: ModelSlot | None = None
+        self.stream_open = False
+        self._closed = False
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._admission._give_back(self)
+
+
 class Ticket:
     """What one admitted request holds; `hand_over()` moves it to the stream that ends it."""
 
-    def __init__(self, context: RequestContext, stack: AsyncExitStack) -> None:
-        self.context = context
-        self._stack = stack
+    __slots__ = ("_holdings", "context", "handed_over")
 
-    def hand_over(self) -> AsyncExitStack:
-        """The holdings, now owned by the caller (close it once, when the stream ends)."""
-        return self._stack.pop_all()
+    def __init__(self, context: RequestContext, holdings: Holdings) -> None:
+        self.context = context
+        self._holdings = holdings
+        self.handed_over = False
+
+    def hand_over(self) -> Holdings:
+        """The holdings, now owned by the caller (close them once, when the stream ends)."""
+        self.handed_over = True
+        return self._holdings
 
 
 class Admission:
@@ -113,7 +137,9 @@ class Admission:
     @asynccontextmanager
     async def admit(self, request: ChatKitReq, caller: RequestContext) -> AsyncIterator[Ticket]:
         """Check and reserve everything `request` needs; given back on exit unless handed over."""
-        async with AsyncExitStack() as stack:
+        holdings = Holdings(self)
+        ticket: Ticket | None = None
+        try:
             context = caller
             await preflight(
                 request,
@@ -130,18 +156,36 @@ class Admission:
                         "The server is busy; please retry shortly.",
                         retry_after=BUSY_RETRY_AFTER_SECONDS,
                     )
-                context = await self._take_turn(request, caller, stack)
+                context = await self._take_turn(request, caller, holdings)
                 # Waited for inside the stream, once the thread and the message are out.
-                slot = self._gate.model_slot(self._policy.queue_seconds)
-                stack.callback(slot.release)
-                context = dataclasses.replace(context, model_slot=slot)
+                holdings.slot = self._gate.model_slot(self._policy.queue_seconds)
+                context = dataclasses.replace(context, model_slot=holdings.slot)
             if is_streaming_req(request):
                 self._gate.open()
-                stack.callback(self._gate.close)
-            yield Ticket(context, stack)
+                holdings.stream_open = True
+            ticket = Ticket(context, holdings)
+            yield ticket
+        finally:
+            if ticket is None or not ticket.handed_over:
+                await holdings.aclose()
+
+    async def _give_back(self, held: Holdings) -> None:
+        """In the reverse order of taking; the claims are given back even if a step fails."""
+        try:
+            if held.stream_open:
+                self._gate.close()
+            if held.slot is not None:
+                held.slot.release()
+            if held.turn_end is not None:
+                # Closed first: nothing of the turn runs once its claims are gone.
+                await _shielded(held.turn_end.close)
+        finally:
+            if held.claims is not None:
+                self._live.discard(held.claims)
+                await self._release(self._usage.release_turn, held.claims)
 
     async def _take_turn(
-        self, request: TurnRequest, caller: RequestContext, stack: AsyncExitStack
+        self, request: TurnRequest, caller: RequestContext, holdings: Holdings
     ) -> RequestContext:
         policy = self._policy
         if caller.expires_at is not None and caller.expires_at <= time.time():
@@ -169,16 +213,13 @@ class Admission:
         except LimitExceeded as exc:
             logger.info("limit.exceeded", extra={"reason": str(exc)})
             raise RateLimitedError(str(exc), retry_after=exc.retry_after) from None
-        stack.push_async_callback(self._release, self._usage.release_turn, claims)
+        holdings.claims = claims
         self._live.add(claims)
-        stack.callback(self._live.discard, claims)  # runs before the release above
         if self._renewer is None or self._renewer.done():
             self._renewer = asyncio.create_task(self._renew())
-        # Closed first when the stream ends: nothing of the turn runs once its claims are gone.
-        turn_end = TurnEnd()
-        stack.push_async_callback(_shielded, turn_end.close)
+        holdings.turn_end = TurnEnd()
         # The turn reads its history, then the SDK reads the newest items again: once is enough.
-        return dataclasses.replace(caller, turn_end=turn_end, recent_items=RecentItems())
+        return dataclasses.replace(caller, turn_end=holdings.turn_end, recent_items=RecentItems())
 
     async def _renew(self) -> None:
         """Keep running answers' claims alive, all in one statement every third of the lease;

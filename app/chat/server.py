@@ -124,33 +124,44 @@ class ChatServer(ChatKitServer[RequestContext]):
         context: RequestContext,
     ) -> AsyncIterator[ThreadStreamEvent]:
         """The turn's events; whatever ends the stream ends the turn too (see TurnEnd)."""
-        answer = self._answer(thread, input_user_message, context)
+        answer: AsyncIterator[ThreadStreamEvent]
         if context.model_slot is not None:
-            answer = self._after_slot(context.model_slot, answer)
+            answer = self._after_slot(context.model_slot, thread, input_user_message, context)
+        else:
+            answer = self._answer(thread, input_user_message, context)
         if context.turn_end is not None and isinstance(answer, AsyncGenerator):
             context.turn_end.on_end(answer.aclose)
         return answer
 
     async def _after_slot(
-        self, slot: TurnSlot, answer: AsyncIterator[ThreadStreamEvent]
+        self,
+        slot: TurnSlot,
+        thread: ThreadMetadata,
+        input_user_message: UserMessageItem | None,
+        context: RequestContext,
     ) -> AsyncIterator[ThreadStreamEvent]:
-        """`answer` once one of this process's model slots is free.
+        """The answer, once one of this process's model slots is free.
 
         The client has the thread and its message by now (the SDK sent them before asking for
         the answer), so a wait here is seen as a pending answer, not a silent request. Past
         TURN_QUEUE_SECONDS the stream ends with an error event; the message stays, for a retry.
+        The answer's generator is made only once the slot is taken: a waiting turn holds nothing
+        of it.
         """
+        answer: AsyncIterator[ThreadStreamEvent] | None = None
         try:
             if not await slot.take():
                 if self.metrics is not None:
                     self.metrics.turn_refused("busy")
                 logger.info("turn.queue_timeout")
                 raise CustomStreamError(BUSY_MESSAGE, allow_retry=True)
+            answer = self._answer(thread, input_user_message, context)
             async for event in answer:
                 yield event
         finally:
             slot.release()  # at once: the next waiting turn need not wait for this one's saves
-            await aclose_quietly(answer)
+            if answer is not None:
+                await aclose_quietly(answer)
 
     @observed_turn
     async def _answer(

@@ -7,7 +7,9 @@ Run as a script, with the tree to measure first on PYTHONPATH (so it works for a
 Every request sent through an httpx2 client is counted by kind: MCP requests (to a path ending
 in /mcp) by JSON-RPC method, model requests by path; time in the garbage collector is summed.
 On SIGUSR1 the counts are written to <counts-file> as JSON with a sequence number, so the bench
-can read them at a point it chooses.
+can read them at a point it chooses. With PROBE_TRACEMALLOC set, each dump after the first also
+writes a tracemalloc snapshot; with PROBE_GARBAGE set, a dump asked for by creating
+<counts-file>.garbage first runs a full collection and reports what it freed.
 Counting happens where the server sends, so an in-process (ASGI) MCP server counts the same as
 one across the network.
 """
@@ -71,10 +73,27 @@ def _dump(path: str) -> None:
             tracemalloc.take_snapshot().dump(f"{path}.tracemalloc.{_dumps}")
         else:
             tracemalloc.start(10)
+    figures: dict[str, Any] = {"seq": _dumps, "counts": dict(_counts), "gc": dict(_gc_seconds)}
+    if os.environ.get("PROBE_GARBAGE") and os.path.exists(f"{path}.garbage"):
+        # Asked for (the file exists): what a full collection would free now, then freed.
+        os.unlink(f"{path}.garbage")
+        figures["garbage"] = _garbage()
     temporary = f"{path}.tmp"
     with open(temporary, "w") as out:
-        json.dump({"seq": _dumps, "counts": dict(_counts), "gc": dict(_gc_seconds)}, out)
+        json.dump(figures, out)
     os.replace(temporary, path)
+
+
+def _garbage() -> dict[str, int]:
+    """Unreachable objects waiting for the collector: how many, their shallow size in bytes."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        found = gc.collect()
+        size = sum(sys.getsizeof(item) for item in gc.garbage)
+    finally:
+        gc.garbage.clear()
+        gc.set_debug(0)
+    return {"objects": found, "bytes": size}
 
 
 def main() -> int:

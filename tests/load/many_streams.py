@@ -38,6 +38,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx2
@@ -175,6 +176,15 @@ class Probe:
 
     async def gc_seconds(self) -> float:
         """Time in the collector so far; with PROBE_TRACEMALLOC set, also a heap snapshot."""
+        return float(sum((await self.dump()).get("gc", {}).values()))
+
+    async def garbage(self) -> dict[str, int]:
+        """A full collection in the server (PROBE_GARBAGE set): what it found unreachable."""
+        Path(f"{self._path}.garbage").touch()
+        return dict((await self.dump()).get("garbage", {}))
+
+    async def dump(self) -> dict[str, Any]:
+        """The probe's figures, written on SIGUSR1."""
         self._seen += 1
         os.kill(self._pid, signal.SIGUSR1)
         deadline = time.monotonic() + 60  # a traced heap takes a while to snapshot
@@ -182,7 +192,7 @@ class Probe:
             try:
                 data = json.loads(self._path.read_text())
                 if data["seq"] >= self._seen:
-                    return float(sum(data.get("gc", {}).values()))
+                    return dict(data)
             except (FileNotFoundError, ValueError):
                 pass
             await asyncio.sleep(0.02)
@@ -237,6 +247,10 @@ class PhaseReport:
     # figure that counts.
     baselines: list[Baseline] = field(default_factory=list)
     db_connections_all_open: int | None = None
+    # Streams open when memory was read: all of them, unless some failed before opening.
+    open_when_measured: int = 0
+    # With --garbage: what a full collection found unreachable with all streams open.
+    garbage: dict[str, int] | None = None
     # With --tracemalloc: the probe's snapshots before the phase and with all streams open.
     snapshots: tuple[int, int] | None = None
 
@@ -282,14 +296,21 @@ class PhaseReport:
                 else ""
             )
             lines.append(
-                f"  resident memory (VmRSS) with all {self.streams} streams open: "
+                f"  resident memory (VmRSS) with {self.open_when_measured} streams open: "
                 f"{self.rss_all_open_kib / 1024:.1f} MiB{connections}; per open stream:"
             )
             for baseline in self.baselines:
-                per_stream = (self.rss_all_open_kib - baseline.rss_kib) / self.streams
+                per_stream = (self.rss_all_open_kib - baseline.rss_kib) / max(
+                    1, self.open_when_measured
+                )
                 lines.append(
                     f"    {per_stream:6.1f} KiB over {baseline.label} "
                     f"({baseline.rss_kib / 1024:.1f} MiB)"
+                )
+            if self.garbage:
+                lines.append(
+                    f"  unreachable, waiting for the collector: {self.garbage['objects']} objects, "
+                    f"{self.garbage['bytes'] / 1024 / 1024:.1f} MiB (shallow sizes)"
                 )
         return lines
 
@@ -311,6 +332,7 @@ async def run_phase(
     others: dict[str, int] | None = None,
     database: Database | None = None,
     text: str = "hello",
+    garbage: bool = False,
 ) -> PhaseReport:
     assert server.process is not None
     pid = server.process.pid
@@ -325,6 +347,8 @@ async def run_phase(
     pool_limit = gauge(server.base_url, "chatkit_db_pool_limit")
     pool_peak = 0.0
     rss_all_open: int | None = None
+    open_when_measured = 0
+    garbage_found: dict[str, int] | None = None
     limits = httpx2.Limits(max_connections=len(tokens) + 10, max_keepalive_connections=0)
     started = time.perf_counter()
     async with httpx2.AsyncClient(timeout=300, limits=limits) as http:
@@ -341,14 +365,24 @@ async def run_phase(
             except httpx2.HTTPError:
                 checked_out = 0.0  # a busy server may not answer a scrape in time: try again
             pool_peak = max(pool_peak, checked_out)
-            all_open = all(outcome.opened is not None for outcome in outcomes)
+            # Every stream open (or failed already, e.g. a traced server that ran slow).
+            all_open = all(
+                outcome.opened is not None or task.done()
+                for outcome, task in zip(outcomes, tasks, strict=True)
+            )
             if hold_file is not None and rss_all_open is None and all_open:
+                open_when_measured = sum(
+                    outcome.opened is not None and not task.done()
+                    for outcome, task in zip(outcomes, tasks, strict=True)
+                )
                 # Every stream is open and waiting: this is what N open streams weigh.
                 rss_all_open = rss_kib(pid)
                 if database is not None:
                     db_connections = await database.connections()
                 await probe.gc_seconds()  # with PROBE_TRACEMALLOC set: what holds the memory
                 snapshot_all_open = probe.last_dump
+                if garbage:
+                    garbage_found = await probe.garbage()
         await asyncio.gather(*tasks)
     seconds = time.perf_counter() - started
     gc_seconds = await probe.gc_seconds() - gc_before
@@ -361,7 +395,7 @@ async def run_phase(
         problem = check(outcome, deltas)
         if problem:
             failures[problem] += 1
-    if hold_file is not None and rss_all_open is None:
+    if hold_file is not None and open_when_measured < len(tokens):
         failures["the streams were never all open at once"] += 1
     return PhaseReport(
         name,
@@ -377,6 +411,8 @@ async def run_phase(
         cpu_used,
         others_cpu,
         db_connections_all_open=db_connections,
+        open_when_measured=open_when_measured,
+        garbage=garbage_found,
         snapshots=((snapshot_before, snapshot_all_open) if snapshot_all_open is not None else None),
     )
 
@@ -428,6 +464,10 @@ async def main(args: argparse.Namespace) -> int:
             env["PROBE_TRACEMALLOC"] = "1"
             # A traced server is several times slower: streams wait longer for a model slot.
             env["TURN_QUEUE_SECONDS"] = "900"
+            env["DATABASE_POOL_TIMEOUT"] = "900"
+            env["OPENAI_TIMEOUT"] = "900"
+        if args.garbage:
+            env["PROBE_GARBAGE"] = "1"
         server = ServerProcess(
             env=env,
             log_path=workdir / "server.log",
@@ -483,6 +523,7 @@ async def main(args: argparse.Namespace) -> int:
                 probe=probe,
                 others=others,
                 database=database,
+                garbage=args.garbage,
             )
             hold_file.unlink()
             report.baselines = baselines
@@ -538,7 +579,8 @@ async def main(args: argparse.Namespace) -> int:
         if first.snapshots is not None:
             before, after = (workdir / f"probe.json.tracemalloc.{n}" for n in first.snapshots)
             print(f"What holds memory per open stream ({first.name}), by allocation site:")
-            print("\n".join(top_holders(before, after, first.streams, limit=args.top)))
+            per = max(1, first.open_when_measured)
+            print("\n".join(top_holders(before, after, per, limit=args.top)))
     passed = all(report.passed for report in reports)
     print("PASSED" if passed else "FAILED")
     return 0 if passed else 1
@@ -553,7 +595,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=None,
         help="seconds the model holds a held phase's answers while the streams open "
-        "(15; 240 with --tracemalloc)",
+        "(15; 90 with --tracemalloc)",
     )
     parser.add_argument(
         "--warm-up", type=int, default=8, help="text turns of the warm-up, after its tool turn (8)"
@@ -573,10 +615,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="trace the server's allocations and list what holds memory per open stream",
     )
+    parser.add_argument(
+        "--garbage",
+        action="store_true",
+        help="with all streams open (after reading memory), count what a full collection frees",
+    )
     parser.add_argument("--top", type=int, default=25, help="allocation sites listed (25)")
     args = parser.parse_args(argv)
     if args.hold is None:
-        args.hold = 240.0 if args.tracemalloc else 15.0
+        args.hold = 90.0 if args.tracemalloc else 15.0
     return args
 
 
