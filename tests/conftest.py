@@ -75,19 +75,37 @@ async def sqlite_url(tmp_path: Path) -> str:
     return url
 
 
-# `make test` runs `pytest -n 2 --dist loadgroup`: each module is one group, so it runs on one
-# worker and its module-scoped servers start once; the suites that drive a browser or build a
-# Node project share one group, so two of them never run at once on this two-core machine.
+# `make test` runs `pytest -n 2 --dist loadgroup`. A test that uses a module-, class- or
+# package-scoped fixture runs on the worker of its module (or package), so the servers such
+# fixtures start are started once; other tests go to whichever worker is free. A module's fake
+# model (`fake`) is only a channel of the worker's fake server: it costs nothing to have twice.
+# The suites that drive a browser or build a Node project share one group, so two of them never
+# run at once on this two-core machine.
 _ONE_AT_A_TIME = ("tests/browser/", "tests/examples/")
+_FREE_TO_REPEAT = frozenset({"fake"})
+
+
+def _xdist_group(item: pytest.Item) -> str:
+    module = item.nodeid.split("::", 1)[0]
+    if module.startswith(_ONE_AT_A_TIME):
+        return "browser-and-node"
+    fixture_info = getattr(item, "_fixtureinfo", None)
+    scopes = {
+        definitions[-1].scope
+        for name, definitions in (fixture_info.name2fixturedefs.items() if fixture_info else ())
+        if definitions and name not in _FREE_TO_REPEAT
+    }
+    if "package" in scopes:
+        return module.rsplit("/", 1)[0]
+    if scopes & {"module", "class"}:
+        return module
+    return item.nodeid
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if item.get_closest_marker("xdist_group") is not None:
-            continue
-        module = item.nodeid.split("::", 1)[0]
-        group = "browser-and-node" if module.startswith(_ONE_AT_A_TIME) else module
-        item.add_marker(pytest.mark.xdist_group(group))
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(_xdist_group(item)))
 
 
 @pytest.fixture
