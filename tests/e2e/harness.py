@@ -208,13 +208,13 @@ class InProcessServer:
             + _GRACE_BACKSTOP_SECONDS,
         )
         self._server = uvicorn.Server(config)
+        _uvicorn_logs_to_root()
         self._log = _OwnThreadLog(self.log_path, json_lines=self.settings.log_json)
         logging.getLogger().addHandler(self._log)
         self._thread = threading.Thread(
             target=self._run, args=(sock,), name=f"app-{self.port}", daemon=True
         )
         self._thread.start()
-        self._log.thread_id = self._thread.ident
 
         deadline = time.monotonic() + timeout
         while not self._server.started:
@@ -234,7 +234,8 @@ class InProcessServer:
         gc.unfreeze()
 
     def _run(self, sock: socket.socket) -> None:
-        assert self._server is not None
+        assert self._server is not None and self._log is not None
+        self._log.thread_id = threading.get_ident()  # before this thread logs anything
         try:
             asyncio.run(self._server.serve(sockets=[sock]))
         except BaseException as exc:  # reported by start(); a thread has nowhere else to raise
@@ -264,6 +265,19 @@ class InProcessServer:
 
     def logs(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+def _uvicorn_logs_to_root() -> None:
+    """uvicorn's loggers follow the root logger, as under `python -m app` (log_config=None).
+
+    Another uvicorn in this process started with its default log config and `log_level=...` (a
+    helper server) raises their level and stops their propagation: the access lines would miss
+    the server's log.
+    """
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.setLevel(logging.NOTSET)
+        uvicorn_logger.propagate = True
 
 
 def _drop_app_stderr_handler() -> None:
