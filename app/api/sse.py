@@ -35,7 +35,8 @@ async def _relay(
     try:
         with cutter.open_stream() as was_cut:
             try:
-                async for chunk in result:
+                # The SDK's generator itself, not the one more that iterating `result` adds.
+                async for chunk in result.json_events:
                     yield chunk
             except asyncio.CancelledError:
                 if not was_cut():

@@ -5,21 +5,31 @@ process's interpreter with the clients) and one server process with every limit 
 (MAX_CONCURRENT_TURNS=64, TURN_QUEUE_SECONDS=60, a pool of 20+20). Then N users (default 1,000)
 each start a new thread at the same moment; the model answers each with 30 text deltas.
 
-Two phases:
-1. burst: N streams at once, the model answering without delay. Measures time to the first
-   byte and to the first text delta, p50 and p99.
-2. held: N more streams, the model holding every answer for the first seconds of the phase
-   (`--hold`, long enough for all N streams to open), then answering at once. Measures the
-   server's resident memory once all N streams are open (VmRSS from /proc), against the idle
-   process after the first phase (its heap at working size) and against the fresh process:
-   each stream has its thread and message, and waits for the model or for a model slot.
+First a warm-up: one tool turn (the model calls `add_task`), then a few text turns at once, so
+what a process does once (lazy imports, validators built on first use, the embedded MCP server
+and its tool list, the first pool connections) is done; then concurrent /ready checks open the
+database pool to its size. Resident memory (VmRSS from /proc) is read just after start, after
+the warm-up and with the pool open. Then the phases:
+1. held: N streams, the model holding every answer for the first seconds of the phase
+   (`--hold`, long enough for all N streams to open), then answering at once. Memory is read
+   once all N streams are open, and given per open stream over each reading above; the one over
+   the warmed-up process with its pool open is the figure that counts (what N open streams
+   weigh, nothing one-time in it). Each stream has its thread and message, and waits for the
+   model (64 of them) or for a model slot.
+2. burst: N streams at once, the model answering without delay.
+3. held again, on the process's heap at its working size: memory over the idle process after
+   the phases above (what that heap cannot reuse), `--no-working-size` skips it.
+Every phase measures time to the first byte and to the first text delta, p50 and p99.
+`--tracemalloc` traces the server's allocations and lists what holds memory per open stream
+(tests/load/memory_holders.py; the tracer slows the server several times, so it waits longer).
 
-Both phases require: every stream 200, no error event, 30 deltas in each, `thread.created`
+Every phase requires: every stream 200, no error event, 30 deltas in each, `thread.created`
 then the user's item as the first two events (before any wait for a model slot); a pool that
 ran dry would fail requests, so it is covered, and its checked-out gauge is reported (sampled).
 Every event is validated with chatkit's types after the run. Exits 1 when a check fails.
 
-    python -m tests.load.many_streams [--streams 1000] [--deltas 30]
+    python -m tests.load.many_streams [--streams 1000] [--deltas 30] [--memory-only]
+                                      [--tracemalloc] [--garbage]
 """
 
 from __future__ import annotations
@@ -417,6 +427,15 @@ async def run_phase(
     )
 
 
+async def open_pool(base_url: str, checks: int) -> None:
+    """`checks` concurrent GET /ready: each holds a pooled connection while it pings."""
+    limits = httpx2.Limits(max_connections=checks + 10, max_keepalive_connections=0)
+    async with httpx2.AsyncClient(timeout=60, limits=limits) as http:
+        answers = await asyncio.gather(*(http.get(f"{base_url}/ready") for _ in range(checks)))
+    if any(answer.status_code != 200 for answer in answers):
+        raise RuntimeError("a /ready check failed while opening the pool")
+
+
 @dataclass
 class Database:
     """The load's own connection to the cluster: counts the server's connections."""
@@ -510,6 +529,17 @@ async def main(args: argparse.Namespace) -> int:
             f"{warm_connections} database connections open)",
             rss_kib(pid),
         )
+        # The pool opened to its size the way a busy process has it: concurrent /ready checks
+        # (one connection each, nearly nothing else), so its connections are not counted as
+        # memory of the streams.
+        await open_pool(server.base_url, args.pool_checks)
+        await asyncio.sleep(SETTLE_SECONDS)
+        pool_connections = await database.connections()
+        pool_open = Baseline(
+            f"the warmed-up process with its pool open ({pool_connections} database connections, "
+            f"after {args.pool_checks} concurrent /ready checks)",
+            rss_kib(pid),
+        )
 
         async def held_phase(name: str, prefix: str, baselines: list[Baseline]) -> PhaseReport:
             assert server is not None
@@ -530,7 +560,9 @@ async def main(args: argparse.Namespace) -> int:
             return report
 
         # Memory with every stream open, on a process that has seen nothing bigger before.
-        reports.append(await held_phase("held (all open, then answered)", "held", [warm, started]))
+        reports.append(
+            await held_phase("held (all open, then answered)", "held", [pool_open, warm, started])
+        )
         if not args.memory_only:
             reports.append(
                 await run_phase(
@@ -553,7 +585,9 @@ async def main(args: argparse.Namespace) -> int:
             )
             reports.append(
                 await held_phase(
-                    "held again, on the heap at working size", "again", [idle, warm, started]
+                    "held again, on the heap at working size",
+                    "again",
+                    [idle, pool_open, warm, started],
                 )
             )
     finally:
@@ -599,6 +633,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--warm-up", type=int, default=8, help="text turns of the warm-up, after its tool turn (8)"
+    )
+    parser.add_argument(
+        "--pool-checks",
+        type=int,
+        default=40,
+        help="concurrent /ready checks that open the database pool after the warm-up (40)",
     )
     parser.add_argument(
         "--no-working-size",
