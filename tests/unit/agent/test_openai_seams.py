@@ -135,21 +135,22 @@ def _sent(request: RecordedRequest) -> tuple[dict[str, Any], dict[str, str]]:
     ids=["defaults", "forced-tool", "pydantic-value"],
 )
 async def test_requests_and_streams_are_the_same_as_the_plain_clients(
-    settings: ModelSettings,
+    settings: ModelSettings, fake: FakeLLM
 ) -> None:
-    with FakeLLM() as fake:
-        plain, lean = _clients(fake)
-        replies = (Reply.tool_call("add_task", {"title": "bread", "due": None}), Reply.text("Ok."))
-        results = []
-        for client in (plain, lean):
-            for reply in replies:
-                fake.enqueue(reply)
-                results.append(await _stream(client, settings))
-        requests = fake.model_requests()
-        await plain.close()
-        await lean.close()
+    fake.reset()
+    plain, lean = _clients(fake)
+    replies = (Reply.tool_call("add_task", {"title": "bread", "due": None}), Reply.text("Ok."))
+    results = []
+    for client in (plain, lean):
+        for reply in replies:
+            fake.enqueue(reply)
+            results.append(await _stream(client, settings))
+    requests = fake.model_requests()
+    await plain.close()
+    await lean.close()
     assert results[:2] == results[2:]
     assert "ResponseCompletedEvent" in results[0]
+    assert len(requests) == 4
     assert [_sent(r) for r in requests[:2]] == [_sent(r) for r in requests[2:]]
     assert lean.user_agent == plain.user_agent  # the agents SDK sets its own; titles do not
     # The agents SDK's own parameters are plain JSON: the transform is skipped for them.
