@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx2
 import openai
 import pytest
 
 from tests.fake_llm import FakeLLM, Reply
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLLM]:
-    with FakeLLM() as fake:
-        yield fake
 
 
 async def test_multipart_form_is_parsed_and_answered(fake: FakeLLM) -> None:
