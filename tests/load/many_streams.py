@@ -343,6 +343,7 @@ async def run_phase(
     database: Database | None = None,
     text: str = "hello",
     garbage: bool = False,
+    client_timeout: float = 300.0,
 ) -> PhaseReport:
     assert server.process is not None
     pid = server.process.pid
@@ -361,7 +362,7 @@ async def run_phase(
     garbage_found: dict[str, int] | None = None
     limits = httpx2.Limits(max_connections=len(tokens) + 10, max_keepalive_connections=0)
     started = time.perf_counter()
-    async with httpx2.AsyncClient(timeout=300, limits=limits) as http:
+    async with httpx2.AsyncClient(timeout=client_timeout, limits=limits) as http:
         tasks = [
             asyncio.create_task(one_stream(http, url, token, f"{text} {index}", outcome))
             for index, (token, outcome) in enumerate(zip(tokens, outcomes, strict=True))
@@ -554,6 +555,7 @@ async def main(args: argparse.Namespace) -> int:
                 others=others,
                 database=database,
                 garbage=args.garbage,
+                client_timeout=1800.0 if args.tracemalloc else 300.0,
             )
             hold_file.unlink()
             report.baselines = baselines
