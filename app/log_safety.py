@@ -9,42 +9,54 @@ traceback.
 
 from __future__ import annotations
 
-import httpx2
-import openai
-import pydantic
-import sqlalchemy.exc
-from agents.exceptions import AgentsException
-from mcp.shared.exceptions import MCPError
+import functools
 
 from app.causes import chain
 from app.db_errors import DatabaseFailure, sqlstate_of
 
-# Families whose messages can carry what the user wrote (or what was written for them).
-_QUOTING: tuple[type[BaseException], ...] = (
-    openai.APIError,
-    AgentsException,
-    MCPError,
-    httpx2.HTTPError,
-    sqlalchemy.exc.SQLAlchemyError,
-    DatabaseFailure,
-    pydantic.ValidationError,
-)
+
+@functools.cache
+def _quoting() -> tuple[type[BaseException], ...]:
+    """Families whose messages can carry what the user wrote (or what was written for them).
+
+    Imported at first use: `app.settings` reaches this module (through `app.errors`), and the
+    agents and openai SDKs take seconds to import, which a settings error or the token command
+    should not wait for.
+    """
+    import httpx2
+    import openai
+    import pydantic
+    import sqlalchemy.exc
+    from agents.exceptions import AgentsException
+    from mcp.shared.exceptions import MCPError
+
+    return (
+        openai.APIError,
+        AgentsException,
+        MCPError,
+        httpx2.HTTPError,
+        sqlalchemy.exc.SQLAlchemyError,
+        DatabaseFailure,
+        pydantic.ValidationError,
+    )
 
 
 def may_quote_user_data(exc: BaseException) -> bool:
     """Whether `exc` (or what it was raised from) is of a family whose text can quote users."""
-    return any(isinstance(error, _QUOTING) for error in chain(exc))
+    return any(isinstance(error, _quoting()) for error in chain(exc))
 
 
 def failure_fields(exc: BaseException) -> dict[str, object]:
     """What failed, safe to log: the exception types of the chain, an HTTP status, a SQLSTATE."""
+    from openai import APIStatusError  # see _quoting: loaded by the time anything fails
+
     errors = chain(exc)
     fields: dict[str, object] = {
         "error": type(exc).__name__,
         "error_chain": " <- ".join(type(error).__name__ for error in errors[1:]) or None,
     }
     status = next(
-        (error.status_code for error in errors if isinstance(error, openai.APIStatusError)), None
+        (error.status_code for error in errors if isinstance(error, APIStatusError)), None
     )
     if status is not None:
         fields["status_code"] = status
