@@ -52,7 +52,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.context import RequestContext
 from app.db_errors import DatabaseFailure, database_failure_message, sqlstate_of
-from app.errors import FeatureDisabledError
 from app.store.database import autocommit, once_more_if_disconnected
 from app.store.sql import Insert, insert_for, utcnow
 from app.store.tables import AttachmentRow, FeedbackRow, ItemRow, ThreadRow
@@ -551,7 +550,9 @@ class SqlStore(Store[RequestContext], AttachmentStore[RequestContext]):
     async def create_attachment(
         self, input: AttachmentCreateParams, context: RequestContext
     ) -> Attachment:
-        raise FeatureDisabledError("Attachments are not enabled on this server.")
+        # Uploads are made by app.chat.attachments when ATTACHMENTS is on (and refused before
+        # they get here when it is off); the SDK's own "not offered" error, answered as a 400.
+        raise NotImplementedError("attachments are created by the attachment service")
 
     async def save_attachment(self, attachment: Attachment, context: RequestContext) -> None:
         _known_ids(attachment.id, attachment.thread_id)
