@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.store.database import create_engine, migrate
 from app.store.database_url import normalize_database_url
+from tests import xdist_groups
 from tests.pg_cluster import PostgresCluster, start_cluster
 
 TEST_DATABASE = "chatkit_test"
@@ -75,37 +77,18 @@ async def sqlite_url(tmp_path: Path) -> str:
     return url
 
 
-# `make test` runs `pytest -n 2 --dist loadgroup`. A test that uses a module-, class- or
-# package-scoped fixture runs on the worker of its module (or package), so the servers such
-# fixtures start are started once; other tests go to whichever worker is free. A module's fake
-# model (`fake`) is only a channel of the worker's fake server: it costs nothing to have twice.
-# The suites that drive a browser or build a Node project share one group, so two of them never
-# run at once on this two-core machine.
-_ONE_AT_A_TIME = ("tests/browser/", "tests/examples/")
-_FREE_TO_REPEAT = frozenset({"fake"})
-
-
-def _xdist_group(item: pytest.Item) -> str:
-    module = item.nodeid.split("::", 1)[0]
-    if module.startswith(_ONE_AT_A_TIME):
-        return "browser-and-node"
-    fixture_info = getattr(item, "_fixtureinfo", None)
-    scopes = {
-        definitions[-1].scope
-        for name, definitions in (fixture_info.name2fixturedefs.items() if fixture_info else ())
-        if definitions and name not in _FREE_TO_REPEAT
-    }
-    if "package" in scopes:
-        return module.rsplit("/", 1)[0]
-    if scopes & {"module", "class"}:
-        return module
-    return item.nodeid
+# `make test` runs `pytest -n 2 --dist loadgroup`; tests/xdist_groups.py decides which tests
+# share a worker.
+def pytest_configure(config: pytest.Config) -> None:
+    xdist_groups.announce_file(config)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(_xdist_group(item)))
+    xdist_groups.record_groups(items)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    return xdist_groups.make_scheduler(config, log)
 
 
 @pytest.fixture
