@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from chatkit.types import FileAttachment, ThreadMetadata
@@ -15,22 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.context import RequestContext
 from app.store.attachment_blobs import Blob, SqlAttachmentBlobs
 from app.store.chatkit_store import SqlStore, new_id
-from app.store.database import create_engine, migrate
 from app.store.signing_keys import load_signing_key
 from tests.store.conftest import make_context
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-async def engine(
-    request: pytest.FixtureRequest, postgres_url: str, tmp_path: Path
-) -> AsyncIterator[AsyncEngine]:
-    if request.param == "postgres":
-        engine = create_engine(postgres_url)
-    else:
-        engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'blobs.db'}")
-        await migrate(engine)
-    yield engine
-    await engine.dispose()
+@pytest.fixture
+def engine(store_engine: AsyncEngine) -> AsyncEngine:
+    """The package's migrated Postgres and SQLite databases (tests/store/conftest.py)."""
+    return store_engine
 
 
 async def saved(store: SqlStore, context: RequestContext, thread_id: str | None = None) -> str:

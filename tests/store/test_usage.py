@@ -4,30 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.store.database import create_engine, migrate
 from app.store.tasks import CallQuota, TooManyCalls
 from app.store.usage import LimitExceeded, ThreadBusy, UsageStore, WindowCounts
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-async def engine(
-    request: pytest.FixtureRequest, postgres_url: str, tmp_path: Path
-) -> AsyncIterator[AsyncEngine]:
-    if request.param == "postgres":
-        engine = create_engine(postgres_url)
-    else:
-        engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'usage.db'}")
-        await migrate(engine)
-    yield engine
-    await engine.dispose()
+@pytest.fixture
+def engine(store_engine: AsyncEngine) -> AsyncEngine:
+    """The package's migrated Postgres and SQLite databases (tests/store/conftest.py)."""
+    return store_engine
 
 
 @pytest.fixture
