@@ -49,9 +49,16 @@ def group_of(item: pytest.Item) -> str:
     return item.nodeid
 
 
+def is_controller(config: pytest.Config) -> bool:
+    """True in the process that only hands tests to `-n` workers (it runs none itself)."""
+    return bool(getattr(config.option, "numprocesses", None)) and not os.environ.get(
+        "PYTEST_XDIST_WORKER"
+    )
+
+
 def announce_file(config: pytest.Config) -> None:
     """In the controller, before workers start: where they write their groups."""
-    if os.environ.get("PYTEST_XDIST_WORKER") or not getattr(config.option, "numprocesses", None):
+    if not is_controller(config):
         return
     os.environ[_FILE_ENV] = str(Path(tempfile.mkdtemp(prefix="xdist-groups-")) / "groups")
 
