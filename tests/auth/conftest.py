@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx2
 import jwt
 import pytest
 import uvicorn
@@ -21,6 +22,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from app.auth.jwks import JwksCache
 from app.auth.jwks_verifier import JwksVerifier
+from tests.client_tls import shared_tls
 
 ISSUER = "https://auth.example.test"
 AUDIENCE = "https://api.example.test"
@@ -267,6 +269,8 @@ MakeVerifier = Callable[..., JwksVerifier]
 async def make_verifier(jwks: JwksEndpoint) -> AsyncIterator[MakeVerifier]:
     """Build JwksVerifiers (closed at teardown); defaults: this test's endpoint, all algorithms."""
     created: list[JwksVerifier] = []
+    # One client for the test's caches (each would build an SSL context of its own, ~30 ms).
+    http = httpx2.AsyncClient(verify=shared_tls())
 
     def make(
         *,
@@ -277,6 +281,7 @@ async def make_verifier(jwks: JwksEndpoint) -> AsyncIterator[MakeVerifier]:
         max_lifetime_seconds: int = 86_400,
         **cache_options: Any,
     ) -> JwksVerifier:
+        cache_options.setdefault("client", http)
         cache = JwksCache(url or jwks.url, **cache_options)
         verifier = JwksVerifier(
             cache,
@@ -291,6 +296,7 @@ async def make_verifier(jwks: JwksEndpoint) -> AsyncIterator[MakeVerifier]:
     yield make
     for verifier in created:
         await verifier.aclose()
+    await http.aclose()
 
 
 def unused_port() -> int:

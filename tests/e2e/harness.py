@@ -33,6 +33,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from app.logging import JsonFormatter, TextFormatter, request_id_var, user_id_var
 from app.settings import Settings
+from tests.client_tls import shared_tls
 from tests.pg_cluster import free_port
 from tests.processes import terminate
 
@@ -328,7 +329,7 @@ class ChatKitClient:
     def __init__(self, base_url: str, token: str, *, timeout: float = 60.0) -> None:
         self.base_url = base_url
         self.token = token
-        self.http = httpx2.AsyncClient(base_url=base_url, timeout=timeout)
+        self.http = httpx2.AsyncClient(base_url=base_url, timeout=timeout, verify=shared_tls())
 
     async def aclose(self) -> None:
         await self.http.aclose()
