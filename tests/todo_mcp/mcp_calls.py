@@ -12,6 +12,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, TextContent
 
+from tests.client_tls import shared_tls
+
 MODERN_VERSION = "2026-07-28"
 ACCEPT = "application/json, text/event-stream"
 
@@ -39,7 +41,7 @@ async def mcp_client(
 ) -> AsyncIterator[Client]:
     """mcp's own high-level client, with exactly the given HTTP headers."""
     async with (
-        httpx2.AsyncClient(headers=headers, timeout=10) as http,
+        httpx2.AsyncClient(headers=headers, timeout=10, verify=shared_tls()) as http,
         Client(streamable_http_client(url, http_client=http), mode=mode, cache=None) as client,
     ):
         yield client
@@ -71,5 +73,5 @@ async def raw_post(
     url: str, body: dict[str, Any], headers: dict[str, str] | None = None
 ) -> httpx2.Response:
     """One POST, redirects not followed, so a 307 would show."""
-    async with httpx2.AsyncClient(follow_redirects=False, timeout=10) as http:
+    async with httpx2.AsyncClient(follow_redirects=False, timeout=10, verify=shared_tls()) as http:
         return await http.post(url, json=body, headers={"Accept": ACCEPT, **(headers or {})})
