@@ -1,4 +1,5 @@
-"""Real Better Auth issuers (node) for the interop tests, one per configuration per session."""
+"""Real Better Auth issuers (node) for the interop tests: one node process per session, serving
+one Better Auth instance per configuration (and one more per test that needs its own)."""
 
 from __future__ import annotations
 
@@ -27,20 +28,27 @@ class IssuerTimings:
     """How long setup took, shown in the terminal summary."""
 
     npm_ci_seconds: float | None = None
-    starts: list[tuple[str, float]] = field(default_factory=list)
+    node_start: tuple[str, float] | None = None
+    # Issuers added to the running node process.
+    added: list[tuple[str, float]] = field(default_factory=list)
 
 
 TIMINGS = pytest.StashKey[IssuerTimings]()
 
 
 class IssuerPool:
-    """Starts issuers on demand; shared ones are cached by configuration, all stop at the end."""
+    """Starts issuers on demand; shared ones are cached by configuration, all stop at the end.
+
+    The first issuer starts the node process; every later one is another Better Auth instance
+    in that process (`BetterAuthIssuer.add_issuer`): its own users, sessions and keys, no node
+    start of its own.
+    """
 
     def __init__(self, log_dir: Path, timings: IssuerTimings) -> None:
         self._log_dir = log_dir
         self._timings = timings
         self._shared: dict[IssuerConfig, BetterAuthIssuer] = {}
-        self._all: list[BetterAuthIssuer] = []
+        self._process: BetterAuthIssuer | None = None
 
     def shared(self, config: IssuerConfig | None = None) -> BetterAuthIssuer:
         """An issuer other tests use too: never rotate its key or change its state."""
@@ -52,22 +60,26 @@ class IssuerPool:
     def new(self, config: IssuerConfig | None = None) -> BetterAuthIssuer:
         """A fresh issuer of the caller's own (e.g. to rotate its key)."""
         config = config or IssuerConfig()
-        issuer = BetterAuthIssuer(
-            log_path=self._log_dir / f"issuer-{len(self._all)}-{config.algorithm}.log",
-            config=config,
-        )
-        self._all.append(issuer)
         try:
-            issuer.start()
+            if self._process is None:
+                issuer = BetterAuthIssuer(log_path=self._log_dir / "issuers.log", config=config)
+                self._process = issuer
+                issuer.start()
+            else:
+                issuer = self._process.add_issuer(config)
         except IssuerSetupError as exc:
             pytest.fail(str(exc), pytrace=False)
         assert issuer.startup_seconds is not None
-        self._timings.starts.append((config.algorithm, issuer.startup_seconds))
+        timing = (config.algorithm, issuer.startup_seconds)
+        if issuer is self._process:
+            self._timings.node_start = timing
+        else:
+            self._timings.added.append(timing)
         return issuer
 
     def stop_all(self) -> None:
-        for issuer in self._all:
-            issuer.stop()
+        if self._process is not None:
+            self._process.stop()
 
 
 @pytest.fixture(scope="session")
@@ -150,5 +162,11 @@ def pytest_terminal_summary(
         install = "already installed"
     else:
         install = f"npm ci {timings.npm_ci_seconds:.1f}s"
-    starts = ", ".join(f"{alg} {seconds:.2f}s" for alg, seconds in timings.starts)
-    terminalreporter.write_line(f"better-auth issuer: {install}; node starts: {starts or 'none'}")
+    if timings.node_start is None:
+        start = "none"
+    else:
+        start = f"{timings.node_start[0]} {timings.node_start[1]:.2f}s"
+    added = ", ".join(f"{alg} {seconds:.2f}s" for alg, seconds in timings.added)
+    terminalreporter.write_line(
+        f"better-auth issuers: {install}; node start: {start}; added: {added or 'none'}"
+    )

@@ -2,18 +2,23 @@
 // plugin, plain node http on 127.0.0.1. Test-only; never deploy this file.
 //
 // Usage: node issuer.mjs [port]     (port 0 or unset: the OS picks one)
-// Prints `READY <port>` on stdout once it answers requests.
+// Prints `READY <port>` on stdout once the first issuer answers requests.
 //
-// Environment (all optional):
+// Settings of the first issuer, from the environment (all optional):
 //   ISSUER_PORT            port when no argument is given (default 0)
 //   ISSUER_JWT_ALG         EdDSA (default), ES256, ES512, RS256 or PS256
 //   ISSUER_JWT_ISSUER      `iss` of access tokens (default: baseURL)
 //   ISSUER_JWT_AUDIENCE    `aud` of access tokens (default: baseURL)
 //   ISSUER_JWT_EXPIRATION  lifetime of access tokens, e.g. "15m" (Better Auth's default)
 //   ISSUER_JWKS_ROTATION_SECONDS  jwks.rotationInterval: a new key once the newest is this old
-//   ISSUER_SECRET          Better Auth's secret (default: random per process)
+//   ISSUER_SECRET          Better Auth's secret (default: random per issuer)
 //
-// Test-only endpoints, outside Better Auth's /api/auth namespace:
+// Test-only endpoints of every issuer, outside Better Auth's /api/auth namespace:
+//   POST /test/issuers     start another issuer in this process: its own Better Auth instance
+//                          (own users, sessions and keys) on its own port the OS picks. The body
+//                          holds its settings under the ISSUER_* names above (the environment
+//                          is not read for it). Answers {"port": n}. Loading better-auth is most
+//                          of a node start; the tests pay it once, not once per configuration.
 //   POST /test/rotate-key  add a new signing key (a new kid) the way the plugin's rotation does;
 //                          it signs every token from then on. Answers {"kid": "..."}.
 //   POST /test/sign        sign {"payload": {...}, "overrideOptions": {...}} with the current key
@@ -37,6 +42,8 @@ const ALGORITHMS = {
   PS256: { alg: "PS256", modulusLength: 2048 },
 };
 const MAX_BODY_BYTES = 64 * 1024;
+// Every issuer's http server, closed together on SIGTERM/SIGINT.
+const servers = [];
 
 function configuredPort() {
   const raw = process.argv[2] ?? process.env.ISSUER_PORT ?? "0";
@@ -47,8 +54,9 @@ function configuredPort() {
   return port;
 }
 
-function keyPairConfig() {
-  const name = process.env.ISSUER_JWT_ALG || "EdDSA";
+// `settings` maps the ISSUER_* names to strings: process.env, or the body of POST /test/issuers.
+function keyPairConfig(settings) {
+  const name = settings.ISSUER_JWT_ALG || "EdDSA";
   const config = ALGORITHMS[name];
   if (!config) {
     throw new Error(`ISSUER_JWT_ALG=${name}; use one of ${Object.keys(ALGORITHMS).join(", ")}`);
@@ -56,30 +64,30 @@ function keyPairConfig() {
   return config;
 }
 
-function jwtOptions() {
+function jwtOptions(settings) {
   const options = {
-    jwks: { keyPairConfig: keyPairConfig() },
+    jwks: { keyPairConfig: keyPairConfig(settings) },
     jwt: {},
     // The session cookie cache is signed with the same key: the interop tests refuse it.
     sessionCookieCache: true,
   };
-  if (process.env.ISSUER_JWT_ISSUER) options.jwt.issuer = process.env.ISSUER_JWT_ISSUER;
-  if (process.env.ISSUER_JWT_AUDIENCE) options.jwt.audience = process.env.ISSUER_JWT_AUDIENCE;
-  if (process.env.ISSUER_JWT_EXPIRATION) {
-    options.jwt.expirationTime = process.env.ISSUER_JWT_EXPIRATION;
+  if (settings.ISSUER_JWT_ISSUER) options.jwt.issuer = settings.ISSUER_JWT_ISSUER;
+  if (settings.ISSUER_JWT_AUDIENCE) options.jwt.audience = settings.ISSUER_JWT_AUDIENCE;
+  if (settings.ISSUER_JWT_EXPIRATION) {
+    options.jwt.expirationTime = settings.ISSUER_JWT_EXPIRATION;
   }
-  if (process.env.ISSUER_JWKS_ROTATION_SECONDS) {
-    const seconds = Number(process.env.ISSUER_JWKS_ROTATION_SECONDS);
+  if (settings.ISSUER_JWKS_ROTATION_SECONDS) {
+    const seconds = Number(settings.ISSUER_JWKS_ROTATION_SECONDS);
     if (!(seconds > 0)) throw new Error("ISSUER_JWKS_ROTATION_SECONDS must be a positive number");
     options.jwks.rotationInterval = seconds;
   }
   return options;
 }
 
-function buildAuth(baseURL, options) {
+function buildAuth(baseURL, options, secret) {
   return betterAuth({
     baseURL,
-    secret: process.env.ISSUER_SECRET || randomBytes(32).toString("base64url"),
+    secret: secret || randomBytes(32).toString("base64url"),
     database: memoryAdapter({ user: [], session: [], account: [], verification: [], jwks: [] }),
     emailAndPassword: { enabled: true },
     session: { cookieCache: { enabled: true, strategy: "jwt", maxAge: 300 } },
@@ -105,8 +113,18 @@ function sendJson(response, status, body) {
   response.end(JSON.stringify(body));
 }
 
+// Only the ISSUER_* string settings of a POST /test/issuers body.
+function issuerSettings(body) {
+  const settings = {};
+  for (const [name, value] of Object.entries(body)) {
+    if (name.startsWith("ISSUER_") && typeof value === "string") settings[name] = value;
+  }
+  return settings;
+}
+
 function testRoutes(auth, options) {
   return {
+    "/test/issuers": async (body) => ({ port: await startIssuer(issuerSettings(body), 0) }),
     "/test/rotate-key": async () => {
       // What the plugin itself does when `jwks.rotationInterval` has expired the latest key:
       // store a new key pair; the newest live key of the configured alg signs from now on.
@@ -122,8 +140,9 @@ function testRoutes(auth, options) {
   };
 }
 
-async function main() {
-  const options = jwtOptions();
+// One Better Auth instance on its own http server; resolves to its port once it listens.
+async function startIssuer(settings, port) {
+  const options = jwtOptions(settings);
   let handle = async (_request, response) => sendJson(response, 503, { error: "starting" });
   const server = createServer((request, response) => {
     handle(request, response).catch((error) => {
@@ -134,11 +153,12 @@ async function main() {
   });
   await new Promise((resolve, reject) => {
     server.once("error", reject);
-    server.listen(configuredPort(), "127.0.0.1", resolve);
+    server.listen(port, "127.0.0.1", resolve);
   });
-  const { port } = server.address();
+  servers.push(server);
+  const address = server.address();
   // The base URL names the real port, so iss/aud and cookies match what clients use.
-  const auth = buildAuth(`http://127.0.0.1:${port}`, options);
+  const auth = buildAuth(`http://127.0.0.1:${address.port}`, options, settings.ISSUER_SECRET);
   const authHandler = toNodeHandler(auth);
   const routes = testRoutes(auth, options);
 
@@ -151,11 +171,21 @@ async function main() {
     }
     return authHandler(request, response);
   };
+  return address.port;
+}
 
+async function main() {
+  const port = await startIssuer(process.env, configuredPort());
   for (const signal of ["SIGTERM", "SIGINT"]) {
     process.on(signal, () => {
-      server.close(() => process.exit(0));
-      server.closeAllConnections();
+      let open = servers.length;
+      for (const server of servers) {
+        server.close(() => {
+          open -= 1;
+          if (open === 0) process.exit(0);
+        });
+        server.closeAllConnections();
+      }
     });
   }
   process.stdout.write(`READY ${port}\n`);

@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import tempfile
 import time
@@ -38,6 +39,10 @@ COOKIE_CACHE_AUDIENCE = "better-auth:session-cache"
 COOKIE_CACHE_TYPE = "better-auth.session-cache+jwt"
 SESSION_DATA_COOKIE = "better-auth.session_data"
 _READY = re.compile(rb"^READY (\d+)$", re.MULTILINE)
+# The issuers speak plain http on loopback. httpx2 builds a verifying context with certifi's CA
+# bundle for every client (~0.1 s each, several per test); this one has no CA to load (and would
+# refuse any TLS peer).
+_NO_CA_CONTEXT = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 class IssuerSetupError(RuntimeError):
@@ -129,11 +134,29 @@ def ensure_installed(timeout: float = 600.0) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Account:
-    """A Better Auth user the tests signed up."""
+    """A Better Auth user the tests signed up, with the session its sign-up (or sign-in) opened."""
 
     user_id: str
     email: str
     password: str
+    # The session's cookies as a browser holds them: its token and the cookie-cache JWT.
+    cookies: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def session_cookie_cache_token(self) -> str:
+        """The session cookie-cache JWT (`better-auth.session_data`) Better Auth set.
+
+        The issuer runs with `session.cookieCache.strategy = "jwt"` and
+        `jwt({sessionCookieCache: true})`, so this cookie is signed with the access-token key.
+        """
+        if SESSION_DATA_COOKIE in self.cookies:
+            return self.cookies[SESSION_DATA_COOKIE]
+        # A large value is split into `<name>.0`, `<name>.1`, ...
+        chunks: list[str] = []
+        while f"{SESSION_DATA_COOKIE}.{len(chunks)}" in self.cookies:
+            chunks.append(self.cookies[f"{SESSION_DATA_COOKIE}.{len(chunks)}"])
+        if not chunks:
+            raise AssertionError(f"no {SESSION_DATA_COOKIE} cookie: {sorted(self.cookies)}")
+        return "".join(chunks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +172,7 @@ class IssuerConfig:
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     expiration: str | None = None
-    rotation_seconds: int | None = None
+    rotation_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -171,7 +194,11 @@ class IssuerConfig:
 
 @dataclass
 class BetterAuthIssuer:
-    """`node issuer.mjs`: Better Auth in memory with email+password and the `jwt` plugin."""
+    """Better Auth in memory with email+password and the `jwt` plugin, in `node issuer.mjs`.
+
+    `start()` starts a node process for this issuer; `add_issuer()` starts another issuer (its
+    own users, sessions and keys) inside the same process, which costs no node start.
+    """
 
     log_path: Path
     config: IssuerConfig = field(default_factory=IssuerConfig)
@@ -240,7 +267,28 @@ class BetterAuthIssuer:
             f"the Better Auth issuer did not start in {timeout}s:\n{self.logs()}"
         )
 
+    def add_issuer(self, config: IssuerConfig, timeout: float = 60.0) -> BetterAuthIssuer:
+        """Another issuer with `config` in this issuer's node process (`POST /test/issuers`)."""
+        started = time.monotonic()
+        try:
+            response = httpx2.post(
+                f"{self.base_url}/test/issuers",
+                json=config.environment(),
+                timeout=timeout,
+                verify=_NO_CA_CONTEXT,
+            )
+            _expect_ok(response)
+        except (httpx2.HTTPError, AssertionError) as exc:
+            raise IssuerSetupError(f"no issuer added: {exc}\n{self.logs()}") from exc
+        return BetterAuthIssuer(
+            log_path=self.log_path,
+            config=config,
+            port=int(response.json()["port"]),
+            startup_seconds=time.monotonic() - started,
+        )
+
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop the node process this issuer started (and the issuers added to it)."""
         if self.process is None:
             return
         terminate(self.process, timeout)
@@ -250,66 +298,55 @@ class BetterAuthIssuer:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
 
-    def _client(self) -> httpx2.AsyncClient:
-        return httpx2.AsyncClient(base_url=self.base_url, timeout=30)
+    def _client(self, account: Account | None = None) -> httpx2.AsyncClient:
+        """A client to this issuer; with `account`, holding that account's session cookies."""
+        return httpx2.AsyncClient(
+            base_url=self.base_url,
+            timeout=30,
+            verify=_NO_CA_CONTEXT,
+            cookies=dict(account.cookies) if account is not None else None,
+        )
 
-    async def sign_up(self, email: str, password: str, name: str) -> str:
-        """Create a user with email + password; returns Better Auth's user id."""
+    async def create_account(self, name: str = "Test User") -> Account:
+        """Sign up a fresh user (unique email) with email + password.
+
+        Better Auth signs a new user in: the account holds that session, so its tokens cost no
+        second password hash (scrypt, the slowest step here) the way a sign-in would.
+        """
+        email = f"{os.urandom(6).hex()}@example.test"
+        password = os.urandom(12).hex()
         async with self._client() as http:
             response = await http.post(
                 "/api/auth/sign-up/email", json={"email": email, "password": password, "name": name}
             )
-        _expect_ok(response)
-        return str(response.json()["user"]["id"])
+            _expect_ok(response)
+            cookies = _cookies_of(http)
+        return Account(str(response.json()["user"]["id"]), email, password, cookies)
 
-    async def create_account(self, name: str = "Test User") -> Account:
-        """Sign up a fresh user with a unique email."""
-        email = f"{os.urandom(6).hex()}@example.test"
-        password = os.urandom(12).hex()
-        return Account(await self.sign_up(email, password, name), email, password)
-
-    async def _signed_in(self, http: httpx2.AsyncClient, email: str, password: str) -> None:
-        response = await http.post(
-            "/api/auth/sign-in/email", json={"email": email, "password": password}
-        )
-        _expect_ok(response)
-
-    async def token_for(self, email: str, password: str) -> str:
-        """Sign in, then fetch an access token from `GET /api/auth/token` with the session."""
+    async def sign_in(self, account: Account) -> Account:
+        """Sign in with the account's email and password: the same user with a new session."""
         async with self._client() as http:
-            await self._signed_in(http, email, password)
+            response = await http.post(
+                "/api/auth/sign-in/email",
+                json={"email": account.email, "password": account.password},
+            )
+            _expect_ok(response)
+            cookies = _cookies_of(http)
+        return Account(str(response.json()["user"]["id"]), account.email, account.password, cookies)
+
+    async def access_token(self, account: Account) -> str:
+        """An access token from `GET /api/auth/token`, with the account's session."""
+        async with self._client(account) as http:
             response = await http.get("/api/auth/token")
         _expect_ok(response)
         return str(response.json()["token"])
 
-    async def session_header_token(self, email: str, password: str) -> str:
-        """Sign in, then read the `set-auth-jwt` header `GET /api/auth/get-session` adds."""
-        async with self._client() as http:
-            await self._signed_in(http, email, password)
+    async def session_header_token(self, account: Account) -> str:
+        """The `set-auth-jwt` header of `GET /api/auth/get-session` with the account's session."""
+        async with self._client(account) as http:
             response = await http.get("/api/auth/get-session")
         _expect_ok(response)
         return response.headers["set-auth-jwt"]
-
-    async def session_cookie_cache_token(self, email: str, password: str) -> str:
-        """Sign in and return the session cookie-cache JWT (`better-auth.session_data`).
-
-        The issuer runs with `session.cookieCache.strategy = "jwt"` and
-        `jwt({sessionCookieCache: true})`, so this cookie is signed with the access-token key.
-        """
-        async with self._client() as http:
-            await self._signed_in(http, email, password)
-            cookies = {cookie.name: cookie.value or "" for cookie in http.cookies.jar}
-        if SESSION_DATA_COOKIE in cookies:
-            return cookies[SESSION_DATA_COOKIE]
-        # A large value is split into `<name>.0`, `<name>.1`, ...
-        chunks: list[str] = []
-        while f"{SESSION_DATA_COOKIE}.{len(chunks)}" in cookies:
-            chunks.append(cookies[f"{SESSION_DATA_COOKIE}.{len(chunks)}"])
-        if not chunks:
-            raise AssertionError(
-                f"no {SESSION_DATA_COOKIE} cookie after sign-in: {sorted(cookies)}"
-            )
-        return "".join(chunks)
 
     async def jwks(self) -> dict[str, Any]:
         async with self._client() as http:
@@ -336,6 +373,10 @@ class BetterAuthIssuer:
             response = await http.post("/test/sign", content=json.dumps(body))
         _expect_ok(response)
         return str(response.json()["token"])
+
+
+def _cookies_of(http: httpx2.AsyncClient) -> dict[str, str]:
+    return {cookie.name: cookie.value or "" for cookie in http.cookies.jar}
 
 
 def _expect_ok(response: httpx2.Response) -> None:

@@ -21,14 +21,24 @@ from tests.better_auth.conftest import IssuerPool, VerifierFactory
 from tests.better_auth.issuer import (
     COOKIE_CACHE_AUDIENCE,
     COOKIE_CACHE_TYPE,
+    Account,
     BetterAuthIssuer,
     IssuerConfig,
 )
-from tests.e2e.harness import ChatKitClient, ServerProcess
+from tests.e2e.harness import ChatKitClient, InProcessServer
 
 API_AUDIENCE = "https://api.example.test"
 AUTH_ISSUER = "https://auth.example.test"
 DEFAULT_LIFETIME_SECONDS = 15 * 60
+
+# One node process serves every issuer of the session: its tests share a worker under xdist.
+pytestmark = pytest.mark.xdist_group("tests/better_auth/test_better_auth_interop.py")
+
+
+@pytest.fixture(scope="module")
+async def shared_account(better_auth: BetterAuthIssuer) -> Account:
+    """A user of the default issuer for tests that only read (tokens are stateless)."""
+    return await better_auth.create_account("Shared")
 
 
 def header_of(token: str) -> dict[str, Any]:
@@ -59,7 +69,7 @@ async def test_access_token_is_accepted(
 ) -> None:
     issuer = issuers.shared(IssuerConfig(algorithm=algorithm))
     account = await issuer.create_account()
-    token = await issuer.token_for(account.email, account.password)
+    token = await issuer.access_token(account)
 
     header, claims = header_of(token), claims_of(token)
     assert header["alg"] == algorithm
@@ -73,18 +83,16 @@ async def test_access_token_is_accepted(
 
 
 async def test_set_auth_jwt_header_token_is_accepted(
-    better_auth: BetterAuthIssuer, make_verifier: VerifierFactory
+    better_auth: BetterAuthIssuer, shared_account: Account, make_verifier: VerifierFactory
 ) -> None:
-    account = await better_auth.create_account()
-    token = await better_auth.session_header_token(account.email, account.password)
-    assert (await make_verifier(better_auth).verify(token)).user_id == account.user_id
+    token = await better_auth.session_header_token(shared_account)
+    assert (await make_verifier(better_auth).verify(token)).user_id == shared_account.user_id
 
 
 async def test_token_of_another_algorithm_is_refused(
-    better_auth: BetterAuthIssuer, make_verifier: VerifierFactory
+    better_auth: BetterAuthIssuer, shared_account: Account, make_verifier: VerifierFactory
 ) -> None:
-    account = await better_auth.create_account()
-    token = await better_auth.token_for(account.email, account.password)
+    token = await better_auth.access_token(shared_account)
     with pytest.raises(AuthenticationError, match="algorithm not allowed"):
         await make_verifier(better_auth, algorithms=["ES256", "RS256"]).verify(token)
 
@@ -95,11 +103,11 @@ async def test_rotated_key_is_accepted_by_the_same_verifier(
     issuer = issuers.new()  # its own: rotation must not leak into other tests
     account = await issuer.create_account()
     verifier = make_verifier(issuer)
-    before = await issuer.token_for(account.email, account.password)
+    before = await issuer.access_token(account)
     assert (await verifier.verify(before)).user_id == account.user_id  # keys now cached
 
     new_kid = await issuer.rotate_key()
-    after = await issuer.token_for(account.email, account.password)
+    after = await issuer.access_token(account)
     assert header_of(after)["kid"] == new_kid != header_of(before)["kid"]
     assert {key["kid"] for key in (await issuer.jwks())["keys"]} == {
         header_of(before)["kid"],
@@ -116,14 +124,14 @@ async def test_rotation_interval_of_better_auth_is_followed(
 ) -> None:
     # Better Auth's own rotation (`jwks.rotationInterval`): once the newest key is older than
     # the interval, the next token is signed with a newly created key.
-    issuer = issuers.new(IssuerConfig(rotation_seconds=1))
+    issuer = issuers.new(IssuerConfig(rotation_seconds=0.5))
     account = await issuer.create_account()
     verifier = make_verifier(issuer)
-    before = await issuer.token_for(account.email, account.password)
+    before = await issuer.access_token(account)
     assert (await verifier.verify(before)).user_id == account.user_id
 
-    await asyncio.sleep(1.2)
-    after = await issuer.token_for(account.email, account.password)
+    await asyncio.sleep(0.7)
+    after = await issuer.access_token(account)
     assert header_of(after)["kid"] != header_of(before)["kid"]
     assert (await verifier.verify(after)).user_id == account.user_id
     assert (await verifier.verify(before)).user_id == account.user_id
@@ -132,9 +140,10 @@ async def test_rotation_interval_of_better_auth_is_followed(
 async def test_session_cookie_cache_token_is_refused(
     better_auth: BetterAuthIssuer, make_verifier: VerifierFactory
 ) -> None:
+    # Its own account: the cookie cache lives 5 minutes from sign-up.
     account = await better_auth.create_account()
-    access = await better_auth.token_for(account.email, account.password)
-    cookie = await better_auth.session_cookie_cache_token(account.email, account.password)
+    access = await better_auth.access_token(account)
+    cookie = account.session_cookie_cache_token()
 
     # Same key, same issuer, same subject: only `aud` (and `typ`) tell it apart.
     header, claims = header_of(cookie), claims_of(cookie)
@@ -156,9 +165,9 @@ async def test_session_cookie_cache_token_is_refused(
 
 
 async def test_token_for_another_audience_is_refused(
-    better_auth: BetterAuthIssuer, make_verifier: VerifierFactory
+    better_auth: BetterAuthIssuer, shared_account: Account, make_verifier: VerifierFactory
 ) -> None:
-    account = await better_auth.create_account()
+    account = shared_account
     other = await better_auth.sign(
         {"sub": account.user_id, "iat": int(time.time()), "aud": "https://other.example.test"}
     )
@@ -173,7 +182,7 @@ async def test_configured_issuer_and_audience(
 ) -> None:
     issuer = issuers.shared(IssuerConfig(jwt_issuer=AUTH_ISSUER, jwt_audience=API_AUDIENCE))
     account = await issuer.create_account()
-    token = await issuer.token_for(account.email, account.password)
+    token = await issuer.access_token(account)
     assert claims_of(token)["iss"] == AUTH_ISSUER
     assert claims_of(token)["aud"] == API_AUDIENCE
 
@@ -185,9 +194,9 @@ async def test_configured_issuer_and_audience(
 
 
 async def test_expired_token_is_refused(
-    better_auth: BetterAuthIssuer, make_verifier: VerifierFactory
+    better_auth: BetterAuthIssuer, shared_account: Account, make_verifier: VerifierFactory
 ) -> None:
-    account = await better_auth.create_account()
+    account = shared_account
     now = int(time.time())
     expired = await better_auth.sign({"sub": account.user_id, "iat": now - 3600, "exp": now - 600})
     with pytest.raises(AuthenticationError, match="expired"):
@@ -199,7 +208,7 @@ async def test_expiration_longer_than_our_limit_is_refused(
 ) -> None:
     issuer = issuers.shared(IssuerConfig(expiration="2h"))
     account = await issuer.create_account()
-    token = await issuer.token_for(account.email, account.password)
+    token = await issuer.access_token(account)
     assert claims_of(token)["exp"] - claims_of(token)["iat"] == 7200
 
     principal = await make_verifier(issuer, auth_max_token_lifetime_seconds=7200).verify(token)
@@ -208,16 +217,20 @@ async def test_expiration_longer_than_our_limit_is_refused(
         await make_verifier(issuer, auth_max_token_lifetime_seconds=3600).verify(token)
 
 
-# --- end to end: a real server process -------------------------------------------------------
+# --- end to end: the real app on a real uvicorn, over real HTTP ---------------------------------
 
 
 @pytest.fixture(scope="module")
 def better_auth_server(
     better_auth: BetterAuthIssuer, postgres_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
-    """`python -m app` trusting the default Better Auth issuer, on Postgres, offline model."""
+) -> Iterator[InProcessServer]:
+    """The app trusting the default Better Auth issuer, on Postgres, offline model.
+
+    In this process (a real uvicorn in a thread): what is tested is the token check over HTTP,
+    not anything of a process of its own.
+    """
     data_dir = tmp_path_factory.mktemp("better-auth-server")
-    server = ServerProcess(
+    server = InProcessServer(
         env={
             "DATABASE_URL": postgres_url,
             "AUTH_JWKS_URL": better_auth.jwks_url,
@@ -253,16 +266,18 @@ def with_subject(token: str, subject: str) -> str:
 
 async def test_server_accepts_better_auth_tokens(
     better_auth: BetterAuthIssuer,
-    better_auth_server: ServerProcess,
+    better_auth_server: InProcessServer,
     pg_engine: AsyncEngine,
 ) -> None:
     alice, bob = await better_auth.create_account("Alice"), await better_auth.create_account("Bob")
+    # Alice signs in again (email + password): a token of that new session, as a client's.
+    signed_in = await better_auth.sign_in(alice)
+    assert signed_in.user_id == alice.user_id
+    assert signed_in.cookies != alice.cookies
     alice_chat = ChatKitClient(
-        better_auth_server.base_url, await better_auth.token_for(alice.email, alice.password)
+        better_auth_server.base_url, await better_auth.access_token(signed_in)
     )
-    bob_chat = ChatKitClient(
-        better_auth_server.base_url, await better_auth.token_for(bob.email, bob.password)
-    )
+    bob_chat = ChatKitClient(better_auth_server.base_url, await better_auth.access_token(bob))
     try:
         result = await alice_chat.send("hello from better auth")
         assert result.status == 200
@@ -287,10 +302,11 @@ async def test_server_accepts_better_auth_tokens(
 
 
 async def test_server_refuses_bad_better_auth_tokens(
-    better_auth: BetterAuthIssuer, better_auth_server: ServerProcess
+    better_auth: BetterAuthIssuer, shared_account: Account, better_auth_server: InProcessServer
 ) -> None:
-    alice, bob = await better_auth.create_account("Alice"), await better_auth.create_account("Bob")
-    good = await better_auth.token_for(alice.email, alice.password)
+    # Alice's own account (the cookie cache lives 5 minutes from sign-up); Bob only lends his id.
+    alice, bob = await better_auth.create_account("Alice"), shared_account
+    good = await better_auth.access_token(alice)
     now = int(time.time())
     # (case, token, the reason the server gives): each must fail for its own reason.
     bad = [
@@ -310,7 +326,7 @@ async def test_server_refuses_bad_better_auth_tokens(
         ),
         (
             "session cookie cache",
-            await better_auth.session_cookie_cache_token(alice.email, alice.password),
+            alice.session_cookie_cache_token(),
             "not an access token",
         ),
     ]
