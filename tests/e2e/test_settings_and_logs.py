@@ -12,26 +12,60 @@ from pathlib import Path
 
 import pytest
 
+import app.__main__ as app_main
 from app.settings import SettingsError, load_settings
 from tests.e2e.harness import REPO_ROOT, ServerProcess
 from tests.server_fixtures import ClientFactory
 
+INVALID_SETTINGS = [
+    ({"PORT": "not-a-port"}, "PORT"),
+    ({"OPENAI_API": "soap"}, "OPENAI_API"),
+    ({"AUTH_JWT_SECRET": "short"}, "AUTH_JWT_SECRET"),
+    ({"AUTH_ALGORITHMS": "HS256"}, "AUTH_ALGORITHMS"),
+    ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+    ({"HISTORY_LIMIT": "0"}, "HISTORY_LIMIT"),
+]
+# Settings a test process may carry that `python -m app` must not see here.
+NOT_INHERITED = ("AUTH_", "OPENAI_")
 
-@pytest.mark.parametrize(
-    ("env", "named"),
-    [
-        ({"PORT": "not-a-port"}, "PORT"),
-        ({"OPENAI_API": "soap"}, "OPENAI_API"),
-        ({"AUTH_JWT_SECRET": "short"}, "AUTH_JWT_SECRET"),
-        ({"AUTH_ALGORITHMS": "HS256"}, "AUTH_ALGORITHMS"),
-        ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
-        ({"HISTORY_LIMIT": "0"}, "HISTORY_LIMIT"),
-    ],
-)
+
+class StartupContinued(Exception):
+    """main() went past reading the settings: it would have started a server."""
+
+
+@pytest.mark.parametrize(("env", "named"), INVALID_SETTINGS)
 def test_invalid_settings_stop_startup_naming_the_setting(
-    env: dict[str, str], named: str, tmp_path: Path
+    env: dict[str, str],
+    named: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AUTH_", "OPENAI_"))}
+    # `python -m app`'s entry, in this process; the subprocess test below runs one case whole.
+    for name in os.environ:
+        if name.startswith(NOT_INHERITED):
+            monkeypatch.delenv(name)
+    for name, value in {"DATA_DIR": str(tmp_path), **env}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(REPO_ROOT)  # where `python -m app` would look for a .env file
+
+    def went_on(**_: object) -> None:
+        raise StartupContinued(f"{named}={env[named]!r} did not stop startup")
+
+    # The first step after the settings: reaching it would mean starting a server.
+    monkeypatch.setattr(app_main, "configure_logging", went_on)
+
+    assert app_main.main() == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Invalid settings: ")
+    assert f"{named}: " in err
+    assert "Traceback" not in err
+
+
+def test_invalid_setting_exits_python_m_app_with_2(tmp_path: Path) -> None:
+    """The process boundary: `python -m app` itself exits with 2 and names the setting."""
+    env, named = INVALID_SETTINGS[0]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(NOT_INHERITED)}
     result = subprocess.run(
         [sys.executable, "-m", "app"],
         cwd=REPO_ROOT,
@@ -41,7 +75,8 @@ def test_invalid_settings_stop_startup_naming_the_setting(
         timeout=60,
     )
     assert result.returncode == 2
-    assert named in result.stderr
+    assert result.stderr.startswith("Invalid settings: ")
+    assert f"{named}: " in result.stderr
     assert "Traceback" not in result.stderr
 
 
