@@ -6,6 +6,7 @@ and importing them (the app, the SDKs, the harness) would cost it ~4 s before an
 
 from __future__ import annotations
 
+import importlib
 import sys
 import uuid
 from typing import Any
@@ -24,7 +25,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if xdist_groups.is_controller(config):
         return
     for name in FIXTURE_PLUGINS:
-        config.pluginmanager.import_plugin(name)
+        config.pluginmanager.register(importlib.import_module(name), name)
     from tests import database_fixtures  # imported just above
 
     database_fixtures.start_early()

@@ -267,11 +267,13 @@ def scripted_model(request: RecordedRequest, counter: Iterator[int]) -> Reply:
 
 
 @pytest.fixture(scope="session")
-def fake_model() -> Iterator[FakeLLM]:
-    counter = itertools.count(1)
-    with FakeLLM() as fake:
-        fake.responder = partial(scripted_model, counter=counter)
-        yield fake
+def fake_model(fake_llm_server: FakeLLM) -> Iterator[FakeLLM]:
+    """The browser suite's channel of the session's fake model server."""
+    fake = fake_llm_server.channel("browser")
+    fake.reset()
+    fake.responder = partial(scripted_model, counter=itertools.count(1))
+    yield fake
+    fake.reset()
 
 
 def _start(

@@ -40,10 +40,10 @@ def _respond(request: RecordedRequest) -> Reply:
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLLM]:
-    with FakeLLM() as fake:
-        fake.responder = _respond
-        yield fake
+def fake(fake: FakeLLM) -> FakeLLM:
+    """This module's channel of the session's fake model, answering by `_respond`."""
+    fake.responder = _respond
+    return fake
 
 
 @pytest.fixture(scope="module")
