@@ -15,13 +15,16 @@ from app.auth.token import main
 from app.errors import AuthenticationError
 
 SECRET = "c" * 48
+# Settings of the test process the command must not see.
+NOT_INHERITED = ("AUTH_", "DATA_DIR", "OPENAI_", "DATABASE_")
 
 
 def run_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The command as a process of its own: exit code, stdout and stderr."""
     clean = {
         name: value
         for name, value in os.environ.items()
-        if not name.upper().startswith(("AUTH_", "DATA_DIR", "OPENAI_", "DATABASE_"))
+        if not name.upper().startswith(NOT_INHERITED)
     }
     clean.update({"DATA_DIR": str(tmp_path / "data"), **env})
     # cwd=tmp_path: no project `.env` is read.
@@ -36,7 +39,33 @@ def run_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProce
     )
 
 
+@pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A clean environment for calling `main()` in-process, as `run_cli` gives the process."""
+    for name in list(os.environ):
+        if name.upper().startswith(NOT_INHERITED):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)  # no project `.env` is read
+    return tmp_path
+
+
+def run_main(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    *args: str,
+    **env: str,
+) -> tuple[int, str, str]:
+    """The command's `main()` in this process (with `cli_env`): exit code, stdout, stderr."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 async def test_prints_one_verifiable_token_in_shared_secret_mode(tmp_path: Path) -> None:
+    # The one run as a process: `python -m app.auth.token` prints the token and exits 0.
     result = run_cli(tmp_path, "alice", AUTH_JWT_SECRET=SECRET)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -47,9 +76,12 @@ async def test_prints_one_verifiable_token_in_shared_secret_mode(tmp_path: Path)
     assert SECRET not in result.stdout + result.stderr
 
 
-async def test_sets_iss_aud_and_ttl(tmp_path: Path) -> None:
-    result = run_cli(
-        tmp_path,
+async def test_sets_iss_aud_and_ttl(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_main(
+        monkeypatch,
+        capsys,
         "bob",
         "--ttl",
         "120",
@@ -57,8 +89,8 @@ async def test_sets_iss_aud_and_ttl(tmp_path: Path) -> None:
         AUTH_ISSUER="https://iss.test",
         AUTH_AUDIENCE="https://aud.test",
     )
-    assert result.returncode == 0, result.stderr
-    token = result.stdout.strip()
+    assert code == 0, err
+    token = out.strip()
     strict = SharedSecretVerifier(SECRET, issuer="https://iss.test", audience="https://aud.test")
     principal = await strict.verify(token)
     assert principal.user_id == "bob"
@@ -67,30 +99,25 @@ async def test_sets_iss_aud_and_ttl(tmp_path: Path) -> None:
         await SharedSecretVerifier(SECRET, audience="https://other.test").verify(token)
 
 
-async def test_uses_the_local_secret_without_auth_settings(tmp_path: Path) -> None:
-    result = run_cli(tmp_path, "carol")
-    assert result.returncode == 0, result.stderr
-    secret = ensure_local_secret(tmp_path / "data")
-    principal = await SharedSecretVerifier(secret).verify(result.stdout.strip())
+async def test_uses_the_local_secret_without_auth_settings(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_main(monkeypatch, capsys, "carol")
+    assert code == 0, err
+    secret = ensure_local_secret(cli_env / "data")
+    principal = await SharedSecretVerifier(secret).verify(out.strip())
     assert principal.user_id == "carol"
 
 
-def test_jwks_mode_exits_2_with_a_message(tmp_path: Path) -> None:
-    result = run_cli(tmp_path, "alice", AUTH_JWKS_URL="https://auth.example.test/api/auth/jwks")
-    assert result.returncode == 2
-    assert result.stdout == ""
-    assert "identity provider" in result.stderr
-
-
-@pytest.fixture
-def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A clean environment for calling `main()` in-process."""
-    for name in list(os.environ):
-        if name.upper().startswith(("AUTH_", "DATA_DIR")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+def test_jwks_mode_exits_2_with_a_message(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_main(
+        monkeypatch, capsys, "alice", AUTH_JWKS_URL="https://auth.example.test/api/auth/jwks"
+    )
+    assert code == 2
+    assert out == ""
+    assert "identity provider" in err
 
 
 def test_invalid_settings_exit_2(
