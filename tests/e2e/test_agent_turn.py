@@ -70,6 +70,30 @@ def responses_server(
     server.stop()
 
 
+# The fault tests' server waits less before giving up on the model or the task service; the
+# faults below outlast these timeouts by the same factor as the defaults of `_model_env` do.
+SHORT_OPENAI_TIMEOUT = 1.5
+SHORT_MCP_TIMEOUT = 1.0
+
+
+@pytest.fixture(scope="module")
+def short_timeouts_server(
+    server_env: dict[str, str],
+    fake: FakeLLM,
+    recording: RunningMcp,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[InProcessServer]:
+    env = _model_env(
+        fake,
+        MCP_SERVER_URL=recording.url,
+        OPENAI_TIMEOUT=str(SHORT_OPENAI_TIMEOUT),
+        MCP_TIMEOUT=str(SHORT_MCP_TIMEOUT),
+    )
+    server = _start({**server_env, **env}, tmp_path_factory, "short-timeouts")
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="module")
 def chat_completions_server(
     server_env: dict[str, str],
@@ -101,6 +125,20 @@ def tool_then_text(request: RecordedRequest) -> Reply:
 
 def workflow_items(result: Any) -> list[Any]:
     return [e.item for e in result.of_type("thread.item.added") if e.item.type == "workflow"]
+
+
+async def model_stream_cut(request: RecordedRequest, *, within: float) -> bool:
+    """Whether the server closed the model's stream before its end, waiting up to `within` s.
+
+    The scripted answers below end with a tool call sent after every text delta: a stream cut
+    before its end never delivered that call, so no tool can run for it. A server that let the
+    answer run on would leave the stream whole (the wait then lasts `within`: longer than the
+    rest of the answer, so its tool call has gone out by the time the test looks).
+    """
+    deadline = asyncio.get_running_loop().time() + within
+    while not request.client_disconnected and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    return request.client_disconnected
 
 
 async def test_first_turn_calls_the_tool_with_the_callers_token(
@@ -278,14 +316,21 @@ async def test_stop_mid_stream_saves_partial_text_and_runs_no_later_tool(
                 if seen_deltas == 5:
                     break  # the stop button: the client closes the connection
     assert thread_id is not None
-    await asyncio.sleep(len(words) * 0.1 + 1.0)  # longer than the rest of the answer
+    # The stop cancels the run, which closes the model's stream (the rest would take 3.5 s).
+    assert await model_stream_cut(fake.model_requests()[-1], within=len(words) * 0.1 + 1.0)
+    params = {"thread_id": thread_id, "limit": 20, "order": "asc"}
+    for _ in range(200):  # the partial answer is saved as the turn ends: wait for it (bounded)
+        items = await client.call("items.list", params)
+        if any(i["type"] == "assistant_message" for i in items["data"]):
+            break
+        await asyncio.sleep(0.025)
+    await asyncio.sleep(0.2)  # a tool call (or a second save) would follow at once
     assert [c for c in recording.state.calls if c.user_id == user_id] == []
-    items = await client.call("items.list", {"thread_id": thread_id, "limit": 20, "order": "asc"})
+    items = await client.call("items.list", params)
     assistants = [i for i in items["data"] if i["type"] == "assistant_message"]
     assert len(assistants) == 1
     partial = assistants[0]["content"][0]["text"]
     assert partial.startswith("word0 word1 ") and "word39" not in partial
-    assert fake.model_requests()[-1].client_disconnected
 
 
 async def test_no_tool_call_goes_out_after_a_turn_ends_in_an_error(
@@ -298,11 +343,14 @@ async def test_no_tool_call_goes_out_after_a_turn_ends_in_an_error(
     user_id = f"user-{uuid.uuid4().hex}"
     client = make_client(responses_server.base_url, user_id)
     words = [f"word{i} " for i in range(30)]
+    # The save fails at the end of the text; the tool call's 19 argument deltas follow it, so
+    # the server has ~1 s to cut the stream before the call would be complete.
+    pace = 0.05
     fake.enqueue(
         Reply(
             chunks=tuple(words),
-            calls=(ToolCall("add_task", {"title": "after the thread is gone"}),),
-            delay_between=0.1,
+            calls=(ToolCall("add_task", {"title": "after the thread is gone"}, chunk_size=2),),
+            delay_between=pace,
         )
     )
     body = json.dumps({"type": "threads.create", "params": {"input": text_input("story")}})
@@ -318,12 +366,14 @@ async def test_no_tool_call_goes_out_after_a_turn_ends_in_an_error(
                 assert await client.call("threads.delete", {"thread_id": thread_id}) == {}
     errors = [e for e in events if e["type"] == "error"]
     assert errors and errors[-1]["message"], events[-3:]
-    await asyncio.sleep(len(words) * 0.1 + 1.5)  # longer than the rest of the answer
+    # The failed turn cancels the run, which closes the model's stream before the tool call.
+    assert await model_stream_cut(fake.model_requests()[-1], within=len(words) * pace + 1.5)
+    await asyncio.sleep(0.2)  # a tool call would go out at once after the stream's end
     assert [c for c in recording.state.calls if c.user_id == user_id] == []
 
 
 def _slow_mcp(fake: FakeLLM, mcp: RunningMcp) -> None:
-    mcp.state.delay_seconds = 4.0
+    mcp.state.delay_seconds = 2 * SHORT_MCP_TIMEOUT
     fake.enqueue(Reply.tool_call("list_tasks", {}))
 
 
@@ -332,7 +382,9 @@ FAULTS: dict[str, Callable[[FakeLLM, RunningMcp], None]] = {
     "model_stream_cut": lambda fake, mcp: fake.enqueue(
         Reply.text("partial answer that breaks", chunk_size=3, cut_after=3)
     ),
-    "model_timeout": lambda fake, mcp: fake.enqueue(Reply.text("too late", delay_before=6)),
+    "model_timeout": lambda fake, mcp: fake.enqueue(
+        Reply.text("too late", delay_before=2 * SHORT_OPENAI_TIMEOUT)
+    ),
     "mcp_slow": _slow_mcp,
 }
 
@@ -340,12 +392,12 @@ FAULTS: dict[str, Callable[[FakeLLM, RunningMcp], None]] = {
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 async def test_failures_end_with_an_error_event_and_keep_the_message(
     fault: str,
-    responses_server: InProcessServer,
+    short_timeouts_server: InProcessServer,
     recording: RunningMcp,
     fake: FakeLLM,
     make_client: ClientFactory,
 ) -> None:
-    client = make_client(responses_server.base_url)
+    client = make_client(short_timeouts_server.base_url)
     FAULTS[fault](fake, recording)
     result = await client.send(f"please answer ({fault})")
     assert result.status == 200
@@ -364,7 +416,7 @@ async def test_failures_end_with_an_error_event_and_keep_the_message(
     for item in items["data"][1:]:
         assert item["type"] != "assistant_message" or item["content"][0]["text"].strip()
     async with httpx2.AsyncClient() as http:
-        assert (await http.get(f"{responses_server.base_url}/health")).status_code == 200
+        assert (await http.get(f"{short_timeouts_server.base_url}/health")).status_code == 200
     fake.enqueue(Reply.text("still fine"))
     again = await client.send("and now?", result.thread_id)
     assert again.assistant_text() == "still fine"
