@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 
 from app.auth.base import TokenVerifier
@@ -19,6 +20,7 @@ from tests.better_auth.issuer import (
     IssuerSetupError,
     ensure_installed,
 )
+from tests.client_tls import shared_tls
 
 UNSET = "<unset>"
 
@@ -120,8 +122,13 @@ VerifierFactory = Callable[..., TokenVerifier]
 
 @pytest.fixture
 async def make_verifier(tmp_path: Path) -> AsyncIterator[VerifierFactory]:
-    """Verifiers built the way the server builds them (`build_verifier(Settings)`), closed after."""
+    """Verifiers built the way the server builds them (`build_verifier(Settings)`), closed after.
+
+    They fetch keys through one client of the test's (the suite's shared SSL context): a client
+    of their own would load the CA bundle again for each verifier.
+    """
     verifiers: list[TokenVerifier] = []
+    http = httpx2.AsyncClient(verify=shared_tls())
 
     def factory(
         issuer: BetterAuthIssuer,
@@ -141,13 +148,14 @@ async def make_verifier(tmp_path: Path) -> AsyncIterator[VerifierFactory]:
             auth_algorithms=algorithms or [issuer.algorithm],
             **values,
         )
-        verifier = build_verifier(settings)
+        verifier = build_verifier(settings, http_client=http)
         verifiers.append(verifier)
         return verifier
 
     yield factory
     for verifier in verifiers:
         await verifier.aclose()
+    await http.aclose()
 
 
 def pytest_terminal_summary(

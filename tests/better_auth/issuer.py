@@ -10,7 +10,6 @@ import logging
 import os
 import re
 import shutil
-import ssl
 import subprocess
 import tempfile
 import time
@@ -21,6 +20,7 @@ from typing import Any
 
 import httpx2
 
+from tests.client_tls import shared_tls
 from tests.processes import terminate
 
 logger = logging.getLogger(__name__)
@@ -39,10 +39,6 @@ COOKIE_CACHE_AUDIENCE = "better-auth:session-cache"
 COOKIE_CACHE_TYPE = "better-auth.session-cache+jwt"
 SESSION_DATA_COOKIE = "better-auth.session_data"
 _READY = re.compile(rb"^READY (\d+)$", re.MULTILINE)
-# The issuers speak plain http on loopback. httpx2 builds a verifying context with certifi's CA
-# bundle for every client (~0.1 s each, several per test); this one has no CA to load (and would
-# refuse any TLS peer).
-_NO_CA_CONTEXT = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 class IssuerSetupError(RuntimeError):
@@ -275,7 +271,7 @@ class BetterAuthIssuer:
                 f"{self.base_url}/test/issuers",
                 json=config.environment(),
                 timeout=timeout,
-                verify=_NO_CA_CONTEXT,
+                verify=shared_tls(),
             )
             _expect_ok(response)
         except (httpx2.HTTPError, AssertionError) as exc:
@@ -303,7 +299,7 @@ class BetterAuthIssuer:
         return httpx2.AsyncClient(
             base_url=self.base_url,
             timeout=30,
-            verify=_NO_CA_CONTEXT,
+            verify=shared_tls(),
             cookies=dict(account.cookies) if account is not None else None,
         )
 
