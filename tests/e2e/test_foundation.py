@@ -10,7 +10,7 @@ import httpx2
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.e2e.harness import ServerProcess, text_input
+from tests.e2e.harness import InProcessServer, ServerProcess, text_input
 from tests.server_fixtures import ClientFactory
 
 
@@ -156,6 +156,8 @@ async def test_health_and_ready(offline_server: ServerProcess) -> None:
 async def test_restart_keeps_everything(
     server_env: dict[str, str], make_client: ClientFactory, tmp_path: Path
 ) -> None:
+    # The first life is a process stopped by SIGTERM; the second runs in this test process, which
+    # never shared memory with the first: what it finds was kept in the database.
     server = ServerProcess(env=server_env, log_path=tmp_path / "restart.log")
     user_id = f"user-{uuid.uuid4().hex}"
     server.start()
@@ -165,12 +167,13 @@ async def test_restart_keeps_everything(
         # uvicorn re-raises SIGTERM after a graceful shutdown.
         assert server.stop() in (0, -signal.SIGTERM)
     assert "server.stopping" in server.logs()
-    server.start()
+    restarted = InProcessServer(env=server_env, log_path=tmp_path / "restarted.log")
+    restarted.start()
     try:
-        client = make_client(server.base_url, user_id)
+        client = make_client(restarted.base_url, user_id)
         thread = await client.call("threads.get_by_id", {"thread_id": thread_id})
         assert thread["items"]["data"][0]["content"][0]["text"] == "remember me"
         second = await client.send("and continue", thread_id)
         assert second.status == 200 and second.assistant_text()
     finally:
-        server.stop()
+        restarted.stop()
