@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.harness import ServerProcess
+from tests.e2e.harness import InProcessServer, ServerProcess
 from tests.fake_llm import FakeLLM, Reply
 from tests.server_fixtures import ClientFactory
 
@@ -18,7 +18,9 @@ TURNS_PER_MINUTE = 4
 @pytest.fixture(scope="module")
 def two_servers(
     server_env: dict[str, str], fake: FakeLLM, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+) -> Iterator[tuple[ServerProcess, InProcessServer]]:
+    """A server process and a server in this test process: two processes sharing nothing but
+    one Postgres (and one process start paid instead of two)."""
     env = {
         **server_env,
         "OPENAI_BASE_URL": fake.base_url,
@@ -31,13 +33,15 @@ def two_servers(
     logs = tmp_path_factory.mktemp("multi")
     servers = (
         ServerProcess(env=env, log_path=logs / "a.log"),
-        ServerProcess(env=env, log_path=logs / "b.log"),
+        InProcessServer(env=env, log_path=logs / "b.log"),
     )
-    for server in servers:
-        server.start()
-    yield servers
-    for server in servers:
-        server.stop()
+    try:
+        for server in servers:
+            server.start()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -47,7 +51,7 @@ def default_answer(fake: FakeLLM) -> None:
 
 
 async def test_a_thread_started_on_one_process_continues_on_the_other(
-    two_servers: tuple[ServerProcess, ServerProcess], make_client: ClientFactory
+    two_servers: tuple[ServerProcess, InProcessServer], make_client: ClientFactory
 ) -> None:
     user_id = f"user-{uuid.uuid4().hex}"
     first, second = (make_client(s.base_url, user_id) for s in two_servers)
@@ -59,7 +63,7 @@ async def test_a_thread_started_on_one_process_continues_on_the_other(
 
 
 async def test_turns_per_minute_hold_across_processes(
-    two_servers: tuple[ServerProcess, ServerProcess], make_client: ClientFactory
+    two_servers: tuple[ServerProcess, InProcessServer], make_client: ClientFactory
 ) -> None:
     user_id = f"user-{uuid.uuid4().hex}"
     clients = [make_client(s.base_url, user_id) for s in two_servers]
@@ -79,7 +83,7 @@ async def test_turns_per_minute_hold_across_processes(
 
 
 async def test_concurrent_streams_hold_across_processes(
-    two_servers: tuple[ServerProcess, ServerProcess], fake: FakeLLM, make_client: ClientFactory
+    two_servers: tuple[ServerProcess, InProcessServer], fake: FakeLLM, make_client: ClientFactory
 ) -> None:
     user_id = f"user-{uuid.uuid4().hex}"
     slow_client, other_client = (make_client(s.base_url, user_id) for s in two_servers)
