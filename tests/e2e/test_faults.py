@@ -14,7 +14,13 @@ import httpx2
 import pytest
 
 from app.auth.shared_secret import SharedSecretVerifier
-from tests.e2e.harness import InProcessServer, ServerProcess, sse_frames, text_input
+from tests.e2e.harness import (
+    ChatKitClient,
+    InProcessServer,
+    ServerProcess,
+    sse_frames,
+    text_input,
+)
 from tests.fake_llm import FakeLLM, Reply
 from tests.pg_cluster import PostgresCluster, start_cluster
 from tests.server_fixtures import ClientFactory
@@ -191,16 +197,21 @@ async def stream_until_deltas(
     return await got_thread, task
 
 
-# The grace is the app's own, so it must hold under a plain `uvicorn app.main:app` too. Three
-# cases, not four: plain uvicorn with the long grace would pass even if the app ignored its grace,
-# because plain uvicorn waits for open connections without any limit of its own; the long grace
-# is shown under `python -m app`, where uvicorn's own limit is only a backstop.
-@pytest.mark.parametrize(
-    ("grace", "launcher"),
-    [("short", "python-m-app"), ("long", "python-m-app"), ("short", "plain-uvicorn")],
-)
+async def saved_answer(client: ChatKitClient, thread_id: str) -> str:
+    """The one assistant message stored in `thread_id`."""
+    items = await client.call("items.list", {"thread_id": thread_id, "order": "asc"})
+    answers = [i for i in items["data"] if i["type"] == "assistant_message"]
+    assert len(answers) == 1
+    return str(answers[0]["content"][0]["text"])
+
+
+# The grace is the app's own, so it must hold under a plain `uvicorn app.main:app` too. Under
+# `python -m app` one process shows both sides of the grace: an answer that ends within it is
+# finished and saved whole, one that outlasts it is cut. Under plain uvicorn only the cut is
+# shown: plain uvicorn waits for open connections without a limit of its own, so an answer that
+# finishes there would pass even if the app ignored its grace.
+@pytest.mark.parametrize("launcher", ["python-m-app", "plain-uvicorn"])
 async def test_sigterm_finishes_or_saves_answers_in_flight(
-    grace: str,
     launcher: str,
     server_env: dict[str, str],
     postgres_url: str,
@@ -211,18 +222,18 @@ async def test_sigterm_finishes_or_saves_answers_in_flight(
     tmp_path: Path,
 ) -> None:
     fake.reset()
-    if grace == "short":
-        # About 2.7 s of answer after the third word, cut after the grace of 1 s: the wait is
-        # the grace, whatever the answer's length, so it is kept far longer than the grace.
-        words = [f"w{i} " for i in range(30)]
-        fake.enqueue(Reply.text_chunks(words, delay_between=0.1))
-    else:
-        # About 1.8 s of answer after the third word: it outlasts the short grace (so only the
-        # grace setting can let it finish), and the test waits for all of it.
-        words = [f"w{i} " for i in range(40)]
-        fake.enqueue(Reply.text_chunks(words, delay_between=0.05))
-    seconds = "1" if grace == "short" else "15"
-    env = env_for(server_env, postgres_url, fake, SHUTDOWN_GRACE_SECONDS=seconds)
+    both_sides = launcher == "python-m-app"
+    grace = 3 if both_sides else 1
+    # Cut: about 8 s of answer after its third word, far beyond the grace (the test waits only
+    # for the grace, whatever the answer's length).
+    cut_words = [f"c{i} " for i in range(83)]
+    # Finished: about 1.8 s of answer after its third word, well within the grace of 3 s, and
+    # longer than 1 s (a grace stuck at 1 s, or none, would cut it).
+    whole_words = [f"w{i} " for i in range(40)]
+    fake.enqueue(Reply.text_chunks(cut_words, delay_between=0.1))
+    if both_sides:
+        fake.enqueue(Reply.text_chunks(whole_words, delay_between=0.05))
+    env = env_for(server_env, postgres_url, fake, SHUTDOWN_GRACE_SECONDS=str(grace))
     argv = (
         ["-m", "uvicorn", "app.main:app", "--port", "{port}"]
         if launcher == "plain-uvicorn"
@@ -232,28 +243,29 @@ async def test_sigterm_finishes_or_saves_answers_in_flight(
     server.start()
     user_id = f"user-{uuid.uuid4().hex}"
     token = minter.mint(user_id)
-    thread_id, consumer = await stream_until_deltas(server.base_url, token, 3)
+    # One after the other, so each takes its own reply; the finished one last, just before the
+    # signal, so that all of its remaining answer comes after it.
+    cut_thread, cut_consumer = await stream_until_deltas(server.base_url, token, 3)
+    if both_sides:
+        whole_thread, whole_consumer = await stream_until_deltas(server.base_url, token, 3)
     assert server.process is not None
     server.process.send_signal(signal.SIGTERM)
-    received = await asyncio.wait_for(consumer, 60)
+    received = await asyncio.wait_for(cut_consumer, 60)
+    if both_sides:
+        whole_received = await asyncio.wait_for(whole_consumer, 60)
     assert server.stop() in (0, -signal.SIGTERM)
     logs = server.logs()
 
     # Another server on the same database (no state of the stopped process) reads what it saved.
-    items = await make_client(offline_server.base_url, user_id).call(
-        "items.list", {"thread_id": thread_id, "order": "asc"}
-    )
-    answers = [i for i in items["data"] if i["type"] == "assistant_message"]
-    assert len(answers) == 1
-    saved = answers[0]["content"][0]["text"]
-    if grace == "long":
-        # Enough time: the answer finished streaming and was saved whole.
-        assert "".join(received) == "".join(words)
-        assert saved == "".join(words)
-    else:
-        # Cut by the shutdown: what was produced so far is kept, and the user is told to retry.
-        assert saved.startswith("w0 w1 w2 ") and saved != "".join(words)
-        assert received[-1].startswith("<error: ") and "retry" in received[-1], received[-3:]
-        assert saved.startswith("".join(received[:-1]))
-        assert logs.count("shutdown.stream_cut") == 1
-        assert "Traceback" not in logs
+    reader = make_client(offline_server.base_url, user_id)
+    # Cut by the shutdown: what was produced so far is kept, and the user is told to retry.
+    saved = await saved_answer(reader, cut_thread)
+    assert saved.startswith("c0 c1 c2 ") and saved != "".join(cut_words)
+    assert received[-1].startswith("<error: ") and "retry" in received[-1], received[-3:]
+    assert saved.startswith("".join(received[:-1]))
+    assert logs.count("shutdown.stream_cut") == 1
+    assert "Traceback" not in logs
+    if both_sides:
+        # Within the grace: the answer finished streaming and was saved whole.
+        assert "".join(whole_received) == "".join(whole_words)
+        assert await saved_answer(reader, whole_thread) == "".join(whole_words)
