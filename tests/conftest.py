@@ -31,7 +31,10 @@ def pytest_configure(config: pytest.Config) -> None:
     database_fixtures.start_early()
 
 
-def pytest_unconfigure(config: pytest.Config) -> None:
+# After the session's fixtures are gone, before an xdist worker reports that it has finished
+# (its controller may then end it): the cluster goes even when no test asked for it.
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
     database_fixtures = sys.modules.get("tests.database_fixtures")
     if database_fixtures is not None:
         database_fixtures.database.destroy()

@@ -59,10 +59,12 @@ class _Database:
         with self._lock:
             if self._made is None:
                 self._made = Future()
-                threading.Thread(target=self._make, name="early-postgres", daemon=True).start()
+                threading.Thread(
+                    target=self._make, args=(self._made,), name="early-postgres", daemon=True
+                ).start()
 
-    def _make(self) -> None:
-        assert self._made is not None
+    @staticmethod
+    def _make(made: Future[tuple[PostgresCluster, str]]) -> None:
         cluster: PostgresCluster | None = None
         try:
             cluster = start_cluster()
@@ -70,9 +72,9 @@ class _Database:
         except BaseException as exc:  # handed to the first test that needs the database
             if cluster is not None:
                 cluster.destroy()
-            self._made.set_exception(exc)
+            made.set_exception(exc)
         else:
-            self._made.set_result((cluster, url))
+            made.set_result((cluster, url))
 
     def get(self) -> tuple[PostgresCluster, str]:
         self.start_early()
