@@ -40,7 +40,7 @@ from chatkit.types import (
 from pydantic import TypeAdapter, ValidationError
 
 from app.auth.shared_secret import SharedSecretVerifier
-from tests.e2e.harness import ServerProcess, sse_frames, text_input
+from tests.e2e.harness import InProcessServer, ServerProcess, sse_frames, text_input
 from tests.fake_llm import FakeLLM, RecordedRequest, Reply
 from tests.recording_mcp import ToolCallRecord, serve_recording_mcp
 
@@ -652,12 +652,14 @@ async def run_load(
     model_delay_seconds: float = 0.0,
     log_level: str = "WARNING",
     server_env: Mapping[str, str] | None = None,
+    in_process: bool = False,
 ) -> LoadReport:
     """Start the fake model, the recording MCP server and one server process; load; verify.
 
     `call_timeout_seconds` bounds each read and each non-streaming call;
     `model_delay_seconds` delays every model answer (a slower model); `server_env` adds or
-    overrides server settings.
+    overrides server settings; `in_process` runs the server on a uvicorn in a thread of this
+    process (no start-up imports to pay; its log then holds only the server thread's records).
     """
     if users < 1 or turns < 1:
         raise ValueError("users and turns must be at least 1")
@@ -673,7 +675,8 @@ async def run_load(
     health_seconds: list[float] = []
     with FakeLLM() as fake, serve_recording_mcp(secret) as mcp:
         fake.responder = _responder(model_delay_seconds)
-        server = ServerProcess(
+        server_class = InProcessServer if in_process else ServerProcess
+        server = server_class(
             env={
                 "DATABASE_URL": database_url,
                 "AUTH_JWT_SECRET": secret,
