@@ -113,7 +113,9 @@ async def upload_direct(
     return attachment_response(attachment)
 
 
-@router.api_route("/api/chatkit/attachments/{attachment_id}/upload", methods=["POST", "PUT"])
+# One route per method: a route of two methods gives both operations one OpenAPI operation id.
+@router.post("/api/chatkit/attachments/{attachment_id}/upload")
+@router.put("/api/chatkit/attachments/{attachment_id}/upload")
 async def upload_bytes(
     attachment_id: str,
     request: Request,

@@ -60,6 +60,9 @@ async def test_openapi_describes_the_chatkit_union_errors_bearer_and_health(
     stream = operation["responses"]["200"]["content"]["text/event-stream"]["schema"]
     assert "thread.created" in _resolve(spec, stream["$ref"])["discriminator"]["mapping"]
     assert "/health" in spec["paths"] and "/ready" in spec["paths"]
+    # Generated clients name a method per operation id: two operations must not share one.
+    ids = [op["operationId"] for path in spec["paths"].values() for op in path.values()]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
 
 
 async def test_docs_page_loads_only_its_own_files(tmp_path: Path) -> None:
