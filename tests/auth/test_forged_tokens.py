@@ -7,6 +7,7 @@ import hmac
 import json
 import random
 import string
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -82,6 +83,14 @@ def with_claims(**overrides: Any) -> Callable[[Keys], str]:
     return lambda k: k.issuer["EdDSA"].sign(claims(**overrides))
 
 
+def made_at(**offsets: int) -> Callable[[Keys], str]:
+    """Time claims of `now + offset` seconds, now being when the token is made, not when this
+    module was imported: a future `iat` fixed at import is in the past ten minutes into a run."""
+    return lambda k: k.issuer["EdDSA"].sign(
+        claims(**{name: now() + offset for name, offset in offsets.items()})
+    )
+
+
 TOKEN_CASES: dict[str, Callable[[Keys], str]] = {
     "alg-none": alg_none("none"),
     "alg-None": alg_none("None"),
@@ -127,10 +136,10 @@ TOKEN_CASES: dict[str, Callable[[Keys], str]] = {
     "header-not-an-object": lambda k: replace_segment(good(k), 0, b64json(["EdDSA"])),
     "payload-not-json": lambda k: k.issuer["EdDSA"].sign(b"{not json"),  # type: ignore[arg-type]
     "payload-not-an-object": lambda k: k.issuer["EdDSA"].sign(["alice"]),  # type: ignore[arg-type]
-    "expired": with_claims(iat=now() - 7200, exp=now() - 3600),
-    "expired-within-no-leeway": with_claims(iat=now() - 600, exp=now() - 31),
-    "future-iat": with_claims(iat=now() + 600, exp=now() + 1200),
-    "future-nbf": with_claims(nbf=now() + 600),
+    "expired": made_at(iat=-7200, exp=-3600),
+    "expired-within-no-leeway": made_at(iat=-600, exp=-31),
+    "future-iat": made_at(iat=600, exp=1200),
+    "future-nbf": made_at(nbf=600),
     "wrong-iss": with_claims(iss="https://evil.example"),
     "missing-iss": with_claims(iss=DROP),
     "wrong-aud": with_claims(aud="https://other.example"),
@@ -150,8 +159,8 @@ TOKEN_CASES: dict[str, Callable[[Keys], str]] = {
     "missing-iat": with_claims(iat=DROP),
     "string-iat": with_claims(iat="now"),
     "string-nbf": with_claims(nbf="soon"),
-    "exp-before-iat": with_claims(iat=now(), exp=now() - 5),
-    "lifetime-too-long": with_claims(iat=now(), exp=now() + 2 * 86_400),
+    "exp-before-iat": made_at(iat=0, exp=-5),
+    "lifetime-too-long": made_at(iat=0, exp=2 * 86_400),
     "oversized": with_claims(pad="x" * 9000),
     "unknown-kid-attacker-key": lambda k: k.attacker.sign(claims()),
     "key-type-mismatch-es256-token-rsa-kid": lambda k: k.issuer["ES256"].sign(
@@ -202,6 +211,20 @@ async def test_verifier_refuses(case: str, suite_verifier: JwksVerifier, forge_k
         await suite_verifier.verify(token)
     assert token not in caught.value.message
     assert len(caught.value.message) < 80
+
+
+TIME_CASES = [c for c in TOKEN_CASES if c.startswith(("expired", "future", "exp-", "lifetime"))]
+
+
+@pytest.mark.parametrize("case", TIME_CASES)
+async def test_time_cases_are_refused_late_in_a_long_run(
+    case: str, suite_verifier: JwksVerifier, forge_keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Made and checked 700 s after this module was imported, each case is still refused."""
+    later = time.time() + 700
+    monkeypatch.setattr(time, "time", lambda: later)
+    with pytest.raises(AuthenticationError):
+        await suite_verifier.verify(TOKEN_CASES[case](forge_keys))
 
 
 def make_app(verifier: TokenVerifier) -> FastAPI:
