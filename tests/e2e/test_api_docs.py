@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import httpx2
 import pytest
 from chatkit.types import ChatKitReq
 from pydantic import TypeAdapter
+from pydantic.json_schema import PydanticJsonSchemaWarning
 
 from app.main import create_app
 from app.settings import Settings
@@ -46,7 +48,9 @@ async def test_openapi_describes_the_chatkit_union_errors_bearer_and_health(
     )
     documented_ops = set(union["discriminator"]["mapping"])
     # Every op of the installed SDK's request union, nothing invented.
-    sdk_ops = set(TypeAdapter(ChatKitReq).json_schema()["discriminator"]["mapping"])
+    with warnings.catch_warnings():  # the SDK's Action has a default JSON cannot hold
+        warnings.simplefilter("ignore", PydanticJsonSchemaWarning)
+        sdk_ops = set(TypeAdapter(ChatKitReq).json_schema()["discriminator"]["mapping"])
     assert documented_ops == sdk_ops
     assert {"threads.create", "threads.add_user_message", "items.list"} <= documented_ops
     for ref in union["discriminator"]["mapping"].values():
