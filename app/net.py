@@ -15,10 +15,25 @@ from opentelemetry.trace import Span, SpanKind, StatusCode
 NO_DELAY_SOCKET_OPTIONS = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 
 
-def outbound_transport(**kwargs: Any) -> httpx2.AsyncBaseTransport:
+# Idle pooled connections are dropped after 4 s. Servers on uvicorn (local model servers, MCP
+# servers, this one) close theirs after 5 s idle; httpx's own 5 s met them at the same moment, and
+# a request sent on a connection its server was just closing failed with a reset.
+KEEPALIVE_EXPIRY_SECONDS = 4.0
+
+
+def connection_limits(**kwargs: Any) -> httpx2.Limits:
+    """httpx's pool limits with our keep-alive expiry (other limits as given, else httpx's)."""
+    return httpx2.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS, **kwargs)
+
+
+def outbound_transport(
+    *, limits: httpx2.Limits | None = None, **kwargs: Any
+) -> httpx2.AsyncBaseTransport:
     """A connection pool whose sockets send small writes at once; traced when tracing is on."""
     return TracedTransport(
-        httpx2.AsyncHTTPTransport(socket_options=NO_DELAY_SOCKET_OPTIONS, **kwargs)
+        httpx2.AsyncHTTPTransport(
+            socket_options=NO_DELAY_SOCKET_OPTIONS, limits=limits or connection_limits(), **kwargs
+        )
     )
 
 

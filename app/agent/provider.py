@@ -6,19 +6,18 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import httpx2
 from agents import Model, OpenAIChatCompletionsModel, OpenAIResponsesModel
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
 from app.agent.offline_model import OFFLINE_MODEL_NAME, OfflineDemoModel
 from app.agent.openai_seams import LeanAsyncOpenAI, lean_openai_supported
 from app.agent.titles import FirstWordsTitles, ModelTitles, TitleMaker
-from app.net import outbound_transport
+from app.net import connection_limits, outbound_transport
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-MODEL_CONNECTION_LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
+MODEL_CONNECTION_LIMITS = connection_limits(max_connections=1000, max_keepalive_connections=100)
 
 
 @dataclass(frozen=True, slots=True)

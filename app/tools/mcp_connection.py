@@ -326,7 +326,7 @@ class McpConnector:
         self.name = name
         # The SSL context is built here, once: a fresh client per request would build its own.
         # An in-process transport (the embedded server) replaces the network altogether.
-        self._transport = transport or outbound_transport(limits=limits or httpx2.Limits())
+        self._transport = transport or outbound_transport(limits=limits)
         self._closed = False
         self._metrics = metrics
         self._listing: ToolListing | None = None
