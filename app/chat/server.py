@@ -44,7 +44,7 @@ from app.chat.backpressure import StreamWindow, WindowedRun, window_for_run
 from app.chat.composer import DICTATION_DISABLED_MESSAGE, ComposerFeatures
 from app.chat.failures import McpUnavailableError, user_message_for
 from app.chat.mentions import mention_text
-from app.chat.sdk_seams import dispatch
+from app.chat.sdk_seams import cancel_queue_reader, dispatch
 from app.chat.task_actions import TaskActions
 from app.chat.task_widgets import TASK_TOOLS, board_after_calls, task_copy_text, task_widget
 from app.chat.tool_progress import ToolProgressHooks
@@ -178,6 +178,7 @@ class ChatServer(ChatKitServer[RequestContext]):
         hooks = ToolProgressHooks()
         mcp_server: TurnMcpServer | None = None
         result: RunResultStreaming | None = None
+        streamed = False
         try:
             history = await self._history(thread, context)
             mcp_server = await self._connect_mcp(context)
@@ -195,6 +196,7 @@ class ChatServer(ChatKitServer[RequestContext]):
             run = cast(RunResultStreaming, WindowedRun(result, window))
             async for event in stream_agent_response(agent_context, run):
                 yield turn.rewrite(event)
+            streamed = True
             widget = self._task_widget(thread, hooks, context)
             if widget is not None:
                 yield ThreadItemDoneEvent(item=widget)
@@ -228,6 +230,8 @@ class ChatServer(ChatKitServer[RequestContext]):
             # A stop (client disconnect) lands here as cancellation: stop the run so no tool
             # executes after it, and close the MCP connection even while being cancelled.
             with anyio.CancelScope(shield=True):
+                if result is not None and not streamed:
+                    cancel_queue_reader(agent_context)  # the SDK leaves it waiting (sdk_seams)
                 if result is not None and not result.is_complete:
                     result.cancel()
                 if mcp_server is not None:
