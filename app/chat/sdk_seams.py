@@ -38,11 +38,18 @@ async def dispatch(
     return NonStreamingResult(await server._process_non_streaming(request, context))
 
 
-def cancel_queue_reader(agent_context: AgentContext[Any]) -> None:
-    """Cancel the task still waiting on `agent_context`'s event queue after its stream ended."""
-    queue = agent_context._events
+def queue_readers(agent_context: AgentContext[Any]) -> list[asyncio.Task[Any]]:
+    """Unfinished tasks waiting on `agent_context`'s event queue."""
+    readers = []
     for task in asyncio.all_tasks():
         frame = getattr(task.get_coro(), "cr_frame", None)
         reader = frame.f_locals.get("self") if frame is not None else None
-        if getattr(reader, "queue", None) is queue and not task.done():
-            task.cancel()
+        if not task.done() and getattr(reader, "queue", None) is agent_context._events:
+            readers.append(task)
+    return readers
+
+
+def cancel_queue_reader(agent_context: AgentContext[Any]) -> None:
+    """Cancel the task still waiting on `agent_context`'s event queue after its stream ended."""
+    for task in queue_readers(agent_context):
+        task.cancel()

@@ -20,7 +20,7 @@ from chatkit.types import ThreadMetadata
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from app.chat.sdk_seams import TESTED_CHATKIT_VERSIONS, cancel_queue_reader
+from app.chat.sdk_seams import TESTED_CHATKIT_VERSIONS, cancel_queue_reader, queue_readers
 from app.context import RequestContext
 from app.store.chatkit_store import SqlStore
 from app.store.database import create_engine
@@ -62,17 +62,6 @@ class BrokenModel(Model):
     async def _broken(self) -> AsyncIterator[TResponseStreamEvent]:
         raise ConnectionError("the model broke off")
         yield  # an async generator that never yields
-
-
-def queue_readers(context: AgentContext[RequestContext]) -> list[asyncio.Task[Any]]:
-    """Unfinished tasks reading `context`'s event queue."""
-    readers = []
-    for task in asyncio.all_tasks():
-        frame = getattr(task.get_coro(), "cr_frame", None)
-        reader = frame.f_locals.get("self") if frame is not None else None
-        if not task.done() and getattr(reader, "queue", None) is context._events:
-            readers.append(task)
-    return readers
 
 
 async def test_a_failed_stream_leaves_no_task_waiting_on_the_event_queue(sqlite_url: str) -> None:
